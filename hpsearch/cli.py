@@ -1,0 +1,176 @@
+"""The ``hpsearch`` command line: thin click commands over the library.
+
+Errors are converted in one place (:func:`main`): spec and usage problems exit 2, runtime problems exit 1,
+each as one line on stderr; ``-v`` adds tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import click
+import optuna
+
+from hpsearch import __version__
+from hpsearch.errors import HpsearchError
+from hpsearch.progress import STATES, state_counts, summary
+from hpsearch.space import describe
+from hpsearch.spec import load_spec
+from hpsearch.storage import mask_secrets, mask_url, open_storage, resolve_url
+from hpsearch.study import load_study
+
+STORAGE_HELP = "Storage URL (default: $HPSEARCH_STORAGE or sqlite:///hpsearch.db)."
+
+
+class OneLineFormatter(logging.Formatter):
+    """Log records without tracebacks: the console gets one line per problem."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record = logging.makeLogRecord(record.__dict__)
+        record.exc_info = record.exc_text = None
+        return super().format(record)
+
+
+def setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    fmt = "[%(levelname)s %(name)s] %(message)s"
+    handler.setFormatter(logging.Formatter(fmt) if verbose else OneLineFormatter(fmt))
+    optuna.logging.disable_default_handler()
+    for name in ("optuna", "hpsearch"):
+        lg = logging.getLogger(name)
+        lg.handlers[:] = [handler]
+        lg.propagate = False
+        lg.setLevel(logging.DEBUG if verbose and name == "hpsearch" else logging.WARNING)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hpsearch")
+@click.option("-v", "--verbose", is_flag=True, help="Show debug logs and tracebacks of failed trials.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """Hyperparameter search for CNN image classifiers, on Optuna and PyTorch."""
+    ctx.obj = {"verbose": verbose}
+    setup_logging(verbose)
+
+
+@cli.command()
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@click.option("--storage", help=STORAGE_HELP)
+@click.option("--study", "study_name", help="Study name (default: the spec's study.name).")
+@click.option("--n-trials", type=click.IntRange(min=1), help="Finished trials the study should hold in total.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Stop starting trials after S s.")
+@click.option("--device", help="auto, cpu, cuda or cuda:N (overrides train.device).")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the dataset files.")
+@click.option("--seed", type=click.IntRange(min=0), help="Overrides study.seed.")
+def run(spec_path, storage, study_name, n_trials, timeout, device, data_dir, seed) -> None:
+    """Run (or continue) the study described by SPEC until it holds n_trials finished trials."""
+    from hpsearch.runner import run_study, with_overrides  # imports torch: keep `--help` fast
+    from hpsearch.spec import DEVICE_RE
+
+    if device is not None and not DEVICE_RE.match(device):
+        raise click.BadParameter(f"{device!r} is not a device; use auto, cpu, cuda or cuda:N", param_hint="--device")
+    spec = with_overrides(load_spec(spec_path), n_trials, timeout, device, seed)
+    run_study(spec, resolve_url(storage), study_name, data_dir)
+
+
+@cli.command()
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+def validate(spec_path) -> None:
+    """Check SPEC and print its search space."""
+    spec = load_spec(spec_path)
+    s, d, t = spec.study, spec.data, spec.train
+    click.echo(f"study {s.name}: seed {s.seed}, n_trials {s.n_trials}, timeout {s.timeout or 'none'}")
+    click.echo(f"data {d.dataset}: val_fraction {d.val_fraction:.4g}" + (f", val_size {d.val_size}" if d.val_size else ""))
+    click.echo(f"train: max_epochs {t.max_epochs}, eval_every {t.eval_every} epochs, device {t.device}, "
+               f"precision {t.precision}, schedule {t.schedule}")
+    click.echo(f"sampler {spec.sampler.name} {spec.sampler.options or ''}".rstrip())
+    click.echo(f"pruner {spec.pruner.name} {spec.pruner.options or ''}".rstrip())
+    click.echo("space:")
+    width = max(len(n) for n, _ in describe(spec.space))
+    for name, text in describe(spec.space):
+        click.echo(f"  {name:<{width}}  {text}")
+    if spec.enqueue:
+        click.echo(f"warm start: {len(spec.enqueue)} enqueued configuration(s)")
+
+
+def _study_status(study: optuna.Study) -> dict:
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    best = max(complete, key=lambda t: t.value) if complete else None
+    return {"study": study.study_name, "trials": len(trials), "states": state_counts(trials),
+            "best_value": best.value if best else None, "best_trial": best.number if best else None}
+
+
+@cli.command()
+@click.option("--storage", help=STORAGE_HELP)
+@click.option("--study", "study_name", help="One study (default: all studies in the storage).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(storage, study_name, as_json) -> None:
+    """Trial counts by state and the best value, per study."""
+    url = resolve_url(storage)
+    st = open_storage(url)
+    names = [study_name] if study_name else optuna.get_all_study_names(st)
+    rows = [_study_status(load_study(st, n)) for n in names]
+    if as_json:
+        click.echo(json.dumps({"storage": mask_url(url), "studies": rows}, indent=2))
+        return
+    click.echo(f"storage {mask_url(url)}: {len(rows)} studies")
+    for r in rows:
+        best = f"best {r['best_value']:.2f}% (trial {r['best_trial']})" if r["best_value"] is not None else "no best yet"
+        counts = "  ".join(f"{s} {r['states'][s]}" for s in STATES)
+        click.echo(f"{r['study']}: {r['trials']} trials  {counts}  {best}")
+
+
+@cli.command()
+@click.option("--storage", help=STORAGE_HELP)
+@click.option("--study", "study_name", required=True, help="Study name.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the default is a summary).")
+def best(storage, study_name, as_json) -> None:
+    """The best completed trial: number, val Top-1, parameters and attributes."""
+    study = load_study(open_storage(resolve_url(storage)), study_name)
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not complete:
+        raise HpsearchError(f"study {study_name!r} has no completed trial yet")
+    t = study.best_trial
+    if as_json:
+        click.echo(json.dumps({"number": t.number, "value": t.value, "metric": "val_top1", "params": t.params,
+                               "user_attrs": t.user_attrs}, indent=2, default=str))
+    else:
+        click.echo(summary(study))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: runs the CLI and turns every error into one line and an exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    verbose = "-v" in args or "--verbose" in args
+    try:
+        cli.main(args=args, prog_name="hpsearch", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        print("hpsearch: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except click.ClickException as e:
+        cmd = f" {e.ctx.command_path.split(' ', 1)[1]}" if getattr(e, "ctx", None) and " " in e.ctx.command_path else ""
+        print(f"hpsearch{cmd}: error: {e.format_message()}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except HpsearchError as e:
+        if verbose:
+            logging.getLogger("hpsearch").exception("details")
+        print(f"hpsearch: error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        print("hpsearch: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:  # an unexpected runtime fault: one line (masked), traceback only with -v
+        if verbose:
+            logging.getLogger("hpsearch").exception("unexpected error")
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(f"hpsearch: error: {type(e).__name__}: {mask_secrets(msg, None)}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""The project's exceptions. The CLI maps each to one line on stderr and an exit code."""
+
+from __future__ import annotations
+
+
+class HpsearchError(Exception):
+    """A problem the user can act on; printed as one line, never with a traceback."""
+
+    exit_code = 1
+
+
+class SpecError(HpsearchError):
+    """The study file or a command-line value is invalid (exit 2)."""
+
+    exit_code = 2
+
+
+class DataError(HpsearchError):
+    """A dataset cannot be found or read (exit 2: the user must point at the data)."""
+
+    exit_code = 2
+
+
+class StorageError(HpsearchError):
+    """The study storage cannot be reached or used (exit 1)."""
+
+    exit_code = 1
+
+
+class StudyNotFound(HpsearchError):
+    """A study name that the storage does not hold (exit 1)."""
+
+    exit_code = 1

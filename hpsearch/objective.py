@@ -1,0 +1,118 @@
+"""The Optuna glue: sample a configuration, build the model, train it, report and prune, record the trial.
+
+Every way a trial can end leaves the same user attributes on it: ``val_top1``, ``val_top5``,
+``epochs_completed``, ``train_images_per_s``, ``wall_s``, ``n_params``, ``device`` and, for pruned and
+failed trials, a one-line ``reason``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+import optuna
+import torch
+
+from hpsearch.data.base import Dataset
+from hpsearch.data.loader import DeviceData
+from hpsearch.models import create_model
+from hpsearch.space import arch_params, suggest
+from hpsearch.spec import Spec
+from hpsearch.train import Diverged, EvalPoint, TrainConfig, fit
+
+log = logging.getLogger("hpsearch")
+
+
+def train_config(spec: Spec, values: dict[str, Any], seed: int, precision: str) -> TrainConfig:
+    t = spec.train
+    return TrainConfig(
+        lr=values["lr"], batch_size=values["batch_size"], weight_decay=values["weight_decay"],
+        optimizer=values["optimizer"], label_smoothing=values["label_smoothing"],
+        aug_strength=values["aug_strength"], max_epochs=t.max_epochs, eval_every=t.eval_every,
+        schedule=t.schedule, warmup=t.warmup, eval_batch_size=t.eval_batch_size, precision=precision, seed=seed,
+    )
+
+
+class Reporter:
+    """Hook that reports each eval point to the trial and prunes when the pruner says so."""
+
+    def __init__(self, trial: optuna.Trial):
+        self.trial = trial
+        self.last: EvalPoint | None = None
+
+    def on_eval(self, point: EvalPoint) -> None:
+        self.last = point
+        self.trial.report(point.top1, point.step)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at eval point {point.step} (epoch {point.epoch:.2f}) with val "
+                                     f"Top-1 {point.top1:.2f}%")
+
+
+class Objective:
+    """Callable objective for ``study.optimize``; the data is moved to the device once, for all trials."""
+
+    def __init__(self, spec: Spec, dataset: Dataset, device: torch.device, precision: str, progress: Any = None):
+        self.spec, self.dataset, self.device, self.precision = spec, dataset, device, precision
+        # channels_last helps convolutions on CUDA and on x86 CPUs alike (1.3x measured here on the CPU)
+        self.channels_last = True
+        self.data = DeviceData(dataset, device, channels_last=self.channels_last)
+        self.progress = progress
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        t0 = time.perf_counter()
+        values = suggest(trial, self.spec.space)
+        seed = self.spec.study.seed + trial.number
+        cfg = train_config(self.spec, values, seed, self.precision)
+        trial.set_user_attr("config", values)
+        trial.set_user_attr("device", str(self.device))
+        reporter = Reporter(trial)
+        hooks = [reporter] + ([self.progress] if self.progress else [])
+        if self.progress:
+            self.progress.trial_started(trial.number, values, cfg, self.data.n_train)
+        model = None
+        try:
+            torch.manual_seed(seed)
+            ds = self.dataset
+            model = create_model(values["arch"], ds.num_classes, ds.in_channels, ds.image_size,
+                                 **arch_params(values))
+            trial.set_user_attr("n_params", sum(p.numel() for p in model.parameters()))
+            fmt = torch.channels_last if self.channels_last else torch.preserve_format
+            model = model.to(self.device, memory_format=fmt)
+            result = fit(model, self.data, cfg, hooks)
+        except optuna.TrialPruned as e:
+            self._record(trial, reporter, t0, reason=str(e))
+            raise
+        except Diverged as e:
+            self._record(trial, reporter, t0, reason="diverged")
+            raise optuna.TrialPruned(f"diverged: {e}") from None
+        except torch.OutOfMemoryError:
+            self._record(trial, reporter, t0, reason=f"out_of_memory at batch_size {cfg.batch_size}")
+            raise
+        except Exception as e:
+            summary = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            self._record(trial, reporter, t0, reason=f"{type(e).__name__}: {summary}"[:500])
+            log.debug("trial %d failed", trial.number, exc_info=True)
+            raise
+        finally:
+            del model
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+        self._record(trial, reporter, t0, images_per_s=result.images_per_s)
+        return result.top1
+
+    def _record(self, trial: optuna.Trial, reporter: Reporter, t0: float, reason: str | None = None,
+                images_per_s: float | None = None) -> None:
+        p = reporter.last
+        attrs = {
+            "val_top1": p.top1 if p else None,
+            "val_top5": p.top5 if p else None,
+            "epochs_completed": math.floor(p.epoch + 1e-9) if p else 0,
+            "train_images_per_s": round(images_per_s or (p.images_per_s if p else 0.0), 1),
+            "wall_s": round(time.perf_counter() - t0, 3),
+        }
+        if reason:
+            attrs["reason"] = reason
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)

@@ -1,0 +1,97 @@
+"""What a running study prints: a live bar per trial on a terminal, one line per eval point otherwise,
+one line per finished trial, and a summary table at the end."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from typing import Any, TextIO
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from tqdm import tqdm
+
+from hpsearch.train import EvalPoint, TrainConfig
+
+STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+
+
+def fmt_params(params: dict[str, Any]) -> str:
+    def one(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    return " ".join(f"{k}={one(v)}" for k, v in params.items())
+
+
+class Progress:
+    """A training hook and an Optuna callback at once."""
+
+    def __init__(self, stream: TextIO = sys.stderr, live: bool | None = None):
+        self.stream = stream
+        self.live = stream.isatty() if live is None else live
+        self.bar: tqdm | None = None
+        self.trial = -1
+        self.n_evals = 0
+
+    def trial_started(self, number: int, values: dict[str, Any], cfg: TrainConfig, n_train: int) -> None:
+        self.trial = number
+        self.n_evals = int(-(-cfg.max_epochs // cfg.eval_every))
+        print(f"trial {number}: {fmt_params(values)}", file=self.stream, flush=True)
+        if self.live:
+            n_batches = -(-n_train // cfg.batch_size)
+            self.bar = tqdm(total=n_batches * cfg.max_epochs, file=self.stream, leave=False, unit="batch",
+                            desc=f"trial {number}", dynamic_ncols=True)
+
+    def on_progress(self, epoch: int, batch: int, n_batches: int, loss: float, images_per_s: float) -> None:
+        if self.bar is not None:
+            self.bar.n = epoch * n_batches + batch
+            self.bar.set_postfix_str(f"epoch {epoch + 1} step {batch}/{n_batches} loss {loss:.3f} "
+                                     f"{images_per_s:,.0f} img/s", refresh=True)
+
+    def on_eval(self, p: EvalPoint) -> None:
+        if self.bar is not None:
+            self.bar.set_description_str(f"trial {self.trial} top1 {p.top1:.2f}%")
+            return
+        print(f"trial {self.trial} eval {p.step}/{self.n_evals} epoch {p.epoch:.2f}: val top1 {p.top1:.2f}% "
+              f"top5 {p.top5:.2f}% loss {p.train_loss:.4f} {p.images_per_s:,.0f} img/s", file=self.stream,
+              flush=True)
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Optuna callback: one line per finished trial."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        a = trial.user_attrs
+        if trial.state == TrialState.COMPLETE:
+            what = f"COMPLETE val top1 {trial.value:.2f}% top5 {a.get('val_top5', 0):.2f}%"
+        else:
+            what = f"{trial.state.name} ({a.get('reason', 'no reason recorded')})"
+        best = ""
+        try:
+            best = f"; best so far {study.best_value:.2f}% (trial {study.best_trial.number})"
+        except ValueError:
+            pass
+        print(f"trial {trial.number} {what} in {a.get('wall_s', 0):.1f} s{best}", file=self.stream, flush=True)
+
+
+def state_counts(trials: list[FrozenTrial]) -> dict[str, int]:
+    c = Counter(t.state.name for t in trials)
+    return {s: c.get(s, 0) for s in STATES}
+
+
+def summary(study: optuna.Study) -> str:
+    """The end-of-run table: trials by state, then the best trial's Top-1 and parameters."""
+    trials = study.get_trials(deepcopy=False)
+    counts = state_counts(trials)
+    lines = [f"study {study.study_name}: {len(trials)} trials",
+             "  " + "  ".join(f"{s} {n}" for s, n in counts.items())]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if complete:
+        best = study.best_trial
+        a = best.user_attrs
+        lines.append(f"best trial {best.number}: val top1 {best.value:.2f}%  top5 {a.get('val_top5', 0):.2f}%  "
+                     f"({a.get('epochs_completed', '?')} epochs, {a.get('wall_s', 0):.1f} s)")
+        lines.append("  " + fmt_params(a.get("config", best.params)))
+    else:
+        lines.append("no completed trial yet")
+    return "\n".join(lines)

@@ -1,0 +1,482 @@
+"""The study file: TOML parsed into a frozen, validated :class:`Spec`.
+
+All validation lives here. Every problem raises :class:`~hpsearch.errors.SpecError` with one line that
+names the key (``train.max_epochs``), the value seen and what is allowed. The raw TOML document is kept
+(``Spec.raw``) so a study can store its spec as JSON and a worker can rebuild the same spec from it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hpsearch.errors import SpecError
+from hpsearch.models import get_model_entry, list_models
+from hpsearch.params import Param
+
+DATASETS = ("fashion-mnist", "mnist", "fashion-mnist-sample", "synthetic")
+DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SCHEDULES = ("onecycle", "linear", "constant")
+STUDY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def global_params() -> dict[str, Param]:
+    """The training parameters every study has, with their defaults (used when the space omits them)."""
+    return {
+        "arch": Param("str", "resnet", choices=tuple(list_models()), help="registered architecture"),
+        "lr": Param("float", 0.05, low=1e-7, high=10.0, help="peak learning rate"),
+        "batch_size": Param("int", 128, low=1, high=16384, help="images per step"),
+        "weight_decay": Param("float", 5e-4, low=0.0, high=1.0, help="decoupled for adamw, L2 for sgd"),
+        "optimizer": Param("str", "sgd", choices=("sgd", "adamw"), help="sgd uses Nesterov momentum 0.9"),
+        "label_smoothing": Param("float", 0.0, low=0.0, high=0.5),
+        "aug_strength": Param("float", 0.0, low=0.0, high=1.0, help="0 = no augmentation"),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Frozen spec objects
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    name: str
+    seed: int = 0
+    n_trials: int = 20  # finished trials the study should hold in total
+    timeout: float | None = None  # seconds for one `hpsearch run`
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    dataset: str
+    root: str | None = None
+    val_fraction: float = 1 / 6  # of the training set, held out for validation (10k of Fashion-MNIST's 60k)
+    val_size: int | None = None  # overrides val_fraction when set
+    # synthetic only
+    image_size: int = 32
+    channels: int = 3
+    num_classes: int = 10
+    n_images: int = 2000
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    max_epochs: int = 5
+    eval_every: float = 0.5  # epochs between validation points
+    device: str = "auto"
+    precision: str = "auto"
+    schedule: str = "onecycle"
+    warmup: float = 0.2  # fraction of all steps spent warming up
+    eval_batch_size: int = 1024
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    name: str = "tpe"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PrunerSpec:
+    name: str = "median"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One parameter of the search space: fixed, categorical or a numeric range."""
+
+    name: str  # Optuna parameter name: "lr", "resnet.depth"
+    param: Param
+    value: Any = None  # fixed value
+    choices: tuple[Any, ...] | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    arch: str | None = None  # set for architecture parameters: sampled only when this arch is chosen
+
+    @property
+    def fixed(self) -> bool:
+        return self.choices is None and self.low is None
+
+    def contains(self, value: Any) -> bool:
+        if self.fixed:
+            return value == self.value
+        if self.choices is not None:
+            return value in self.choices
+        return self.low <= value <= self.high
+
+    def describe(self) -> str:
+        if self.fixed:
+            return f"= {self.value!r}"
+        if self.choices is not None:
+            return f"one of {list(self.choices)}"
+        extra = " log" if self.log else (f" step {self.step}" if self.step else "")
+        return f"{self.param.kind} in [{self.low}, {self.high}]{extra}"
+
+
+@dataclass(frozen=True)
+class Spec:
+    study: StudySpec
+    data: DataSpec
+    train: TrainSpec
+    sampler: SamplerSpec
+    pruner: PrunerSpec
+    space: tuple[Dimension, ...]
+    enqueue: tuple[dict[str, Any], ...] = ()
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def dimension(self, name: str) -> Dimension:
+        return next(d for d in self.space if d.name == name)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Parsing helpers
+
+
+class _Table:
+    """Pops typed keys from one TOML table; ``done()`` rejects whatever is left."""
+
+    def __init__(self, data: Any, path: str):
+        if not isinstance(data, dict):
+            raise SpecError(f"`{path}` must be a table, got {_tname(data)}")
+        self.data, self.path = dict(data), path
+
+    def key(self, k: str) -> str:
+        return f"{self.path}.{k}" if self.path else k
+
+    def get(self, k: str, types: type | tuple[type, ...], default: Any = None, required: bool = False) -> Any:
+        if k not in self.data:
+            if required:
+                raise SpecError(f"`{self.key(k)}` is missing")
+            return default
+        v = self.data.pop(k)
+        if isinstance(v, bool) and bool not in _as_tuple(types):
+            raise SpecError(f"`{self.key(k)}` is {v!r}, but must be {_names(types)}")
+        if not isinstance(v, types):
+            raise SpecError(f"`{self.key(k)}` is {v!r} ({_tname(v)}), but must be {_names(types)}")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise SpecError(f"`{self.key(k)}` is {v!r}, but must be finite")
+        return v
+
+    def number(self, k: str, default: Any, low: float | None = None, high: float | None = None,
+               integer: bool = False, low_open: bool = False) -> Any:
+        v = self.get(k, int if integer else (int, float), default)
+        if v is None:
+            return v
+        if low is not None and (v <= low if low_open else v < low):
+            raise SpecError(f"`{self.key(k)}` is {v!r}, but must be {'>' if low_open else '≥'} {low}")
+        if high is not None and v > high:
+            raise SpecError(f"`{self.key(k)}` is {v!r}, but must be ≤ {high}")
+        return v
+
+    def choice(self, k: str, allowed: tuple[str, ...], default: str) -> str:
+        v = self.get(k, str, default)
+        if v not in allowed:
+            raise SpecError(f"`{self.key(k)}` is {v!r}, but must be one of {list(allowed)}")
+        return v
+
+    def done(self) -> None:
+        if self.data:
+            k = sorted(self.data)[0]
+            raise SpecError(f"unknown key `{self.key(k)}`")
+
+
+def _as_tuple(t: type | tuple[type, ...]) -> tuple[type, ...]:
+    return t if isinstance(t, tuple) else (t,)
+
+
+def _names(t: type | tuple[type, ...]) -> str:
+    words = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a table",
+             list: "a list"}
+    return " or ".join(words.get(x, x.__name__) for x in _as_tuple(t) if not (x is int and float in _as_tuple(t)))
+
+
+def _tname(v: Any) -> str:
+    return {dict: "table", list: "list", str: "string", bool: "boolean", int: "integer", float: "float"}.get(
+        type(v), type(v).__name__
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Sections
+
+SAMPLER_OPTIONS: dict[str, dict[str, tuple]] = {
+    # option: (type, low, high)
+    "tpe": {"seed": (int, 0, None), "n_startup_trials": (int, 0, None), "multivariate": (bool,),
+            "group": (bool,), "constant_liar": (bool,)},
+    "random": {"seed": (int, 0, None)},
+    "cmaes": {"seed": (int, 0, None), "n_startup_trials": (int, 0, None)},
+    "gp": {"seed": (int, 0, None), "n_startup_trials": (int, 0, None)},
+    "qmc": {"seed": (int, 0, None), "qmc_type": (str, ("sobol", "halton")), "scramble": (bool,)},
+}
+_STEPS = {"n_startup_trials": (int, 0, None), "n_warmup_steps": (int, 0, None), "interval_steps": (int, 1, None)}
+PRUNER_OPTIONS: dict[str, dict[str, tuple]] = {
+    "median": dict(_STEPS),
+    "percentile": {"percentile": (float, 0.0, 100.0), **_STEPS},
+    "successive_halving": {"min_resource": (int, 1, None), "reduction_factor": (int, 2, None),
+                           "min_early_stopping_rate": (int, 0, None)},
+    "hyperband": {"min_resource": (int, 1, None), "max_resource": (int, 1, None),
+                  "reduction_factor": (int, 2, None)},
+    "patient": {"patience": (int, 0, None), "min_delta": (float, 0.0, None),
+                "wrapped": (str, ("median", "percentile", "none")), **_STEPS, "percentile": (float, 0.0, 100.0)},
+    "none": {},
+}
+REQUIRED_PRUNER_OPTIONS = {"percentile": ("percentile",), "patient": ("patience",)}
+
+
+def _options(t: _Table, schema: dict[str, tuple]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k in sorted(set(t.data) & set(schema)):
+        typ, *rest = schema[k]
+        if typ is float:
+            v = t.get(k, (int, float))
+        else:
+            v = t.get(k, typ)
+        if rest and isinstance(rest[0], tuple):
+            if v not in rest[0]:
+                raise SpecError(f"`{t.key(k)}` is {v!r}, but must be one of {list(rest[0])}")
+        elif rest:
+            low, high = rest
+            if low is not None and v < low:
+                raise SpecError(f"`{t.key(k)}` is {v!r}, but must be ≥ {low}")
+            if high is not None and v > high:
+                raise SpecError(f"`{t.key(k)}` is {v!r}, but must be ≤ {high}")
+        out[k] = v
+    if t.data:
+        k = sorted(t.data)[0]
+        raise SpecError(f"unknown key `{t.key(k)}`; {t.path} takes: {', '.join(['name', *sorted(schema)])}")
+    return out
+
+
+def _parse_study(raw: Any) -> StudySpec:
+    t = _Table(raw, "study")
+    name = t.get("name", str, required=True)
+    if not STUDY_NAME_RE.match(name):
+        raise SpecError(f"`study.name` is {name!r}, but must be 1-128 characters of letters, digits, _ . -"
+                        " (starting with a letter or digit)")
+    seed = t.number("seed", 0, low=0, high=2**31 - 1, integer=True)
+    n_trials = t.number("n_trials", 20, low=1, high=1_000_000, integer=True)
+    timeout = t.number("timeout", None, low=0, low_open=True)
+    t.done()
+    return StudySpec(name, seed, n_trials, None if timeout is None else float(timeout))
+
+
+def _parse_data(raw: Any) -> DataSpec:
+    t = _Table(raw, "data")
+    dataset = t.choice("dataset", DATASETS, None) if "dataset" in t.data else None
+    if dataset is None:
+        raise SpecError(f"`data.dataset` is missing; allowed: {list(DATASETS)}")
+    root = t.get("root", str)
+    val_fraction = t.number("val_fraction", 1 / 6, low=0, high=0.9, low_open=True)
+    val_size = t.number("val_size", None, low=1, integer=True)
+    kw: dict[str, Any] = {}
+    if dataset == "synthetic":
+        kw["image_size"] = t.number("image_size", 32, low=8, high=1024, integer=True)
+        kw["channels"] = t.number("channels", 3, low=1, high=4, integer=True)
+        kw["num_classes"] = t.number("num_classes", 10, low=2, high=1000, integer=True)
+        kw["n_images"] = t.number("n_images", 2000, low=4, high=10_000_000, integer=True)
+    t.done()
+    return DataSpec(dataset, root, float(val_fraction), val_size, **kw)
+
+
+def _parse_train(raw: Any) -> TrainSpec:
+    t = _Table(raw, "train")
+    max_epochs = t.number("max_epochs", 5, low=1, high=10_000, integer=True)
+    eval_every = float(t.number("eval_every", 0.5, low=0, high=max_epochs, low_open=True))
+    device = t.get("device", str, "auto")
+    if not DEVICE_RE.match(device):
+        raise SpecError(f"`train.device` is {device!r}, but must be auto, cpu, cuda, cuda:N or mps")
+    precision = t.choice("precision", PRECISIONS, "auto")
+    schedule = t.choice("schedule", SCHEDULES, "onecycle")
+    warmup = float(t.number("warmup", 0.2, low=0, high=0.9))
+    eval_batch_size = t.number("eval_batch_size", 1024, low=1, high=65536, integer=True)
+    t.done()
+    return TrainSpec(max_epochs, eval_every, device, precision, schedule, warmup, eval_batch_size)
+
+
+def _parse_named(raw: Any, path: str, default: str, schemas: dict[str, dict[str, tuple]]):
+    t = _Table(raw, path)
+    name = t.choice("name", tuple(schemas), default)
+    options = _options(t, schemas[name])
+    return name, options
+
+
+def _parse_range(v: dict, name: str, p: Param, path: str) -> dict[str, Any]:
+    t = _Table(v, path)
+    if p.kind == "str":
+        raise SpecError(f"`{path}` is a range, but `{name}` is categorical: give a list such as "
+                        f"{list(p.choices or ())}")
+    if p.choices is not None:
+        raise SpecError(f"`{path}` is a range, but `{name}` takes only {list(p.choices)}: give a list")
+    low = t.get("low", (int, float), required=True)
+    high = t.get("high", (int, float), required=True)
+    log = t.get("log", bool, False)
+    step = t.get("step", (int, float))
+    t.done()
+    for bound, val in (("low", low), ("high", high)):
+        problem = p.check(name, val)
+        if problem:
+            raise SpecError(f"`{path}.{bound}`: {problem}")
+    if low > high:
+        raise SpecError(f"`{path}` has low {low} > high {high}")
+    if low == high:
+        raise SpecError(f"`{path}` is an empty range (low = high = {low}); give a fixed value instead")
+    if log and low <= 0:
+        raise SpecError(f"`{path}` is a log range, but low is {low}; log ranges need low > 0")
+    if step is not None:
+        if step <= 0:
+            raise SpecError(f"`{path}.step` is {step}, but must be > 0")
+        if log:
+            raise SpecError(f"`{path}` sets both log and step; Optuna allows only one")
+        if p.kind == "int" and not float(step).is_integer():
+            raise SpecError(f"`{path}.step` is {step}, but `{name}` is an integer parameter")
+    if p.kind == "int":
+        return {"low": int(low), "high": int(high), "log": log, "step": int(step) if step else None}
+    return {"low": float(low), "high": float(high), "log": log, "step": float(step) if step else None}
+
+
+def _dimension(name: str, p: Param, v: Any, path: str, arch: str | None = None) -> Dimension:
+    if isinstance(v, dict):
+        return Dimension(name, p, arch=arch, **_parse_range(v, name, p, path))
+    if isinstance(v, list):
+        if not v:
+            raise SpecError(f"`{path}` is an empty list; give at least one value")
+        for item in v:
+            problem = p.check(name, item)
+            if problem:
+                raise SpecError(f"`{path}`: {problem}")
+        items = tuple(int(x) if p.kind == "int" else x for x in v)
+        if len(set(items)) != len(items):
+            raise SpecError(f"`{path}` lists a value twice: {list(v)}")
+        if len(items) == 1:
+            return Dimension(name, p, value=items[0], arch=arch)
+        return Dimension(name, p, choices=items, arch=arch)
+    problem = p.check(name, v)
+    if problem:
+        raise SpecError(f"`{path}`: {problem}")
+    return Dimension(name, p, value=int(v) if p.kind == "int" else v, arch=arch)
+
+
+def _parse_space(raw: Any) -> tuple[Dimension, ...]:
+    t = _Table(raw if raw is not None else {}, "space")
+    gp = global_params()
+    dims = {k: _dimension(k, p, t.data.pop(k), f"space.{k}") if k in t.data else Dimension(k, p, value=p.default)
+            for k, p in gp.items()}
+    arch_dim = dims["arch"]
+    archs = arch_dim.choices if arch_dim.choices is not None else (arch_dim.value,)
+    out = list(dims.values())
+    for k in sorted(t.data):
+        if k in list_models():
+            if k not in archs:
+                raise SpecError(f"`space.{k}` is given, but `space.arch` does not include {k!r}")
+            continue
+        raise SpecError(f"unknown key `space.{k}`; the space takes: {', '.join([*gp, *list_models()])}")
+    for arch in archs:
+        entry = get_model_entry(arch)
+        sub = _Table(t.data.get(arch, {}), f"space.{arch}")
+        for pname, p in entry.params.items():
+            full = f"{arch}.{pname}"
+            out.append(_dimension(full, p, sub.data.pop(pname), f"space.{full}", arch) if pname in sub.data
+                       else Dimension(full, p, value=p.default, arch=arch))
+        if sub.data:
+            k = sorted(sub.data)[0]
+            raise SpecError(f"unknown key `space.{arch}.{k}`; {arch} takes: {', '.join(entry.params)}")
+    return tuple(out)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= _flatten(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _parse_enqueue(raw: Any, space: tuple[Dimension, ...]) -> tuple[dict[str, Any], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise SpecError("`enqueue` must be an array of tables ([[enqueue]])")
+    dims = {d.name: d for d in space}
+    out = []
+    for i, item in enumerate(raw):
+        path = f"enqueue[{i}]"
+        if not isinstance(item, dict):
+            raise SpecError(f"`{path}` must be a table")
+        flat = _flatten(item)
+        arch = flat.get("arch", dims["arch"].value)
+        params: dict[str, Any] = {}
+        for k, v in flat.items():
+            if k not in dims:
+                raise SpecError(f"unknown key `{path}.{k}`; allowed: {', '.join(dims)}")
+            d = dims[k]
+            if d.arch is not None and d.arch != arch:
+                raise SpecError(f"`{path}.{k}` is a {d.arch} parameter, but this trial's arch is {arch!r}")
+            problem = d.param.check(k, v)
+            if problem:
+                raise SpecError(f"`{path}`: {problem}")
+            if not d.contains(v):
+                raise SpecError(f"`{path}.{k}` is {v!r}, outside the space: {d.describe()}")
+            if not d.fixed:
+                params[k] = int(v) if d.param.kind == "int" else (float(v) if d.param.kind == "float" else v)
+        out.append(params)
+    return tuple(out)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Entry points
+
+SECTIONS = ("study", "data", "train", "sampler", "pruner", "space", "enqueue")
+
+
+def parse_spec(raw: dict[str, Any]) -> Spec:
+    """Validates a parsed TOML (or stored JSON) document and returns the frozen spec."""
+    if not isinstance(raw, dict):
+        raise SpecError("the study file must be a TOML table")
+    for k in raw:
+        if k not in SECTIONS:
+            raise SpecError(f"unknown key `{k}`; a study file has: {', '.join(SECTIONS)}")
+    if "study" not in raw:
+        raise SpecError("`study` is missing; a study file needs [study] with at least name = \"...\"")
+    if "data" not in raw:
+        raise SpecError(f"`data` is missing; a study file needs [data] with dataset = one of {list(DATASETS)}")
+    sampler_name, sampler_opts = _parse_named(raw.get("sampler", {}), "sampler", "tpe", SAMPLER_OPTIONS)
+    pruner_name, pruner_opts = _parse_named(raw.get("pruner", {}), "pruner", "median", PRUNER_OPTIONS)
+    for req in REQUIRED_PRUNER_OPTIONS.get(pruner_name, ()):
+        if req not in pruner_opts:
+            raise SpecError(f"`pruner.{req}` is missing; the {pruner_name} pruner needs it")
+    space = _parse_space(raw.get("space"))
+    return Spec(
+        study=_parse_study(raw["study"]),
+        data=_parse_data(raw["data"]),
+        train=_parse_train(raw.get("train", {})),
+        sampler=SamplerSpec(sampler_name, sampler_opts),
+        pruner=PrunerSpec(pruner_name, pruner_opts),
+        space=space,
+        enqueue=_parse_enqueue(raw.get("enqueue"), space),
+        raw=raw,
+    )
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Reads and validates a study file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"study file {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError(f"cannot read study file {str(path)!r}: {e}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"{path}: invalid TOML: {e}") from None
+    return parse_spec(raw)

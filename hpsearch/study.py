@@ -1,0 +1,107 @@
+"""Creating and loading studies: sampler and pruner from the spec, study attributes, warm-start trials."""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+
+import optuna
+import torch
+import torchvision
+from optuna.trial import TrialState
+
+from hpsearch import __version__
+from hpsearch.errors import StudyNotFound
+from hpsearch.spec import Spec
+
+SPEC_ATTR = "hpsearch.spec"
+METRIC = "val_top1"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def build_sampler(spec: Spec, offset: int = 0) -> optuna.samplers.BaseSampler:
+    """The spec's sampler. ``offset`` (trials already in the study) shifts the seed so a resumed study does
+    not replay the random draws of its first run."""
+    opts = dict(spec.sampler.options)
+    seed = opts.pop("seed", spec.study.seed) + offset
+    name = spec.sampler.name
+    if name == "tpe":
+        opts.setdefault("multivariate", True)
+        opts.setdefault("n_startup_trials", 5)
+        return optuna.samplers.TPESampler(seed=seed, **opts)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False, **opts)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False, **opts)
+    return optuna.samplers.QMCSampler(seed=seed, **opts)
+
+
+def build_pruner(spec: Spec) -> optuna.pruners.BasePruner:
+    opts = dict(spec.pruner.options)
+    name = spec.pruner.name
+    if name == "patient":
+        wrapped_name = opts.pop("wrapped", "none")
+        patience, min_delta = opts.pop("patience"), opts.pop("min_delta", 0.0)
+        wrapped = None if wrapped_name == "none" else _simple_pruner(wrapped_name, opts)
+        return optuna.pruners.PatientPruner(wrapped, patience=patience, min_delta=min_delta)
+    return _simple_pruner(name, opts)
+
+
+def _simple_pruner(name: str, opts: dict) -> optuna.pruners.BasePruner:
+    if name == "median":
+        opts.setdefault("n_startup_trials", 3)
+        opts.setdefault("n_warmup_steps", 1)
+        return optuna.pruners.MedianPruner(**opts)
+    if name == "percentile":
+        opts.setdefault("n_startup_trials", 3)
+        opts.setdefault("n_warmup_steps", 1)
+        return optuna.pruners.PercentilePruner(**opts)
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(**opts)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(**opts)
+    return optuna.pruners.NopPruner()
+
+
+def versions() -> dict[str, str]:
+    return {"hpsearch": __version__, "optuna": optuna.__version__, "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "python": sys.version.split()[0]}
+
+
+def open_study(spec: Spec, storage: optuna.storages.BaseStorage, name: str) -> optuna.Study:
+    """Creates the study (or loads it, when it exists) and records the spec, versions and metric name."""
+    existing = len(_trials_if_exists(storage, name))
+    study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
+                                sampler=build_sampler(spec, existing), pruner=build_pruner(spec))
+    if SPEC_ATTR not in study.user_attrs:
+        study.set_user_attr(SPEC_ATTR, json.dumps(spec.raw, sort_keys=True))
+        study.set_user_attr("hpsearch.versions", versions())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([METRIC])
+    for params in spec.enqueue:
+        study.enqueue_trial(params, skip_if_exists=True)
+    return study
+
+
+def _trials_if_exists(storage: optuna.storages.BaseStorage, name: str) -> list:
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return []
+    return storage.get_all_trials(study_id, deepcopy=False)
+
+
+def load_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study:
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        names = optuna.get_all_study_names(storage)
+        raise StudyNotFound(f"no study named {name!r}; the storage holds: {', '.join(names) or 'no studies'}") from None
+
+
+def count_finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))

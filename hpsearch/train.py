@@ -1,0 +1,197 @@
+"""The training loop: ``fit`` trains a model on device-resident data and evaluates it early and often.
+
+This module never imports optuna. At every eval point ``fit`` computes validation Top-1/Top-5 and calls
+each hook's ``on_eval``; a hook may raise to stop training (the Optuna glue raises ``TrialPruned``).
+A non-finite loss raises :class:`Diverged`. Eval points are spaced ``eval_every`` epochs apart and numbered
+1, 2, ... so that step k means the same fraction of training in every trial, whatever its batch size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from hpsearch.augment import Augmenter, aug_params
+from hpsearch.data.loader import DeviceData, batches_per_epoch, epoch_batches
+
+PROGRESS_EVERY = 10  # batches between progress callbacks (each one syncs the device to read the loss)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything ``fit`` needs, resolved: one trial's hyperparameters plus the study's training settings."""
+
+    lr: float  # peak learning rate
+    batch_size: int
+    weight_decay: float
+    optimizer: str  # "sgd" (Nesterov, momentum 0.9) or "adamw"
+    label_smoothing: float
+    aug_strength: float
+    max_epochs: int
+    eval_every: float = 0.5  # epochs between eval points
+    schedule: str = "onecycle"
+    warmup: float = 0.2  # fraction of all steps
+    eval_batch_size: int = 1024
+    precision: str = "fp32"  # resolved: fp32 | bf16 | fp16
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EvalPoint:
+    step: int  # 1-based eval point number
+    epoch: float  # epochs trained so far
+    top1: float  # validation accuracy, percent
+    top5: float
+    train_loss: float  # mean training loss since the previous eval point
+    images_per_s: float  # training throughput so far (eval time excluded)
+    elapsed_s: float
+
+
+@dataclass
+class FitResult:
+    top1: float
+    top5: float
+    epochs_completed: int
+    images_per_s: float
+    wall_s: float
+    points: list[EvalPoint] = field(default_factory=list)
+
+
+class Diverged(Exception):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, epoch: float, loss: float):
+        super().__init__(f"loss is {loss} at epoch {epoch:.2f}")
+        self.epoch, self.loss = epoch, loss
+
+
+class Hook(Protocol):
+    def on_eval(self, point: EvalPoint) -> None: ...
+
+    def on_progress(self, epoch: int, batch: int, n_batches: int, loss: float, images_per_s: float) -> None: ...
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    # No weight decay on BatchNorm and bias parameters (1-D tensors), as in most CNN recipes.
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
+
+
+def lr_factor(step: int, total: int, schedule: str, warmup: float) -> float:
+    """The multiplier of the peak learning rate at optimizer step ``step`` of ``total``."""
+    w = max(1, round(warmup * total)) if warmup > 0 else 0
+    if step < w:
+        return 0.1 + 0.9 * step / w  # linear warm-up from 10 % of the peak
+    if schedule == "constant":
+        return 1.0
+    rest = max(1, total - w)
+    t = min(1.0, (step - w) / rest)
+    if schedule == "linear":
+        return 1.0 - t
+    return 0.5 * (1.0 + math.cos(math.pi * t))  # onecycle: cosine annealing to 0
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, augmenter: Augmenter, batch_size: int,
+             precision: str = "fp32") -> tuple[float, float]:
+    """Top-1 and Top-5 accuracy (percent) of ``model`` on uint8 images ``x`` and labels ``y``."""
+    was_training = model.training
+    model.eval()
+    hits1 = hits5 = torch.zeros((), device=x.device, dtype=torch.long)
+    for start in range(0, x.shape[0], batch_size):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        with autocast(x.device, precision):
+            logits = model(augmenter(xb, train=False))
+        k = min(5, logits.shape[1])
+        topk = logits.topk(k, dim=1).indices  # (B, k)
+        correct = topk == yb[:, None]
+        hits1 = hits1 + correct[:, 0].sum()
+        hits5 = hits5 + correct.any(dim=1).sum()
+    model.train(was_training)
+    n = max(1, x.shape[0])
+    return 100.0 * hits1.item() / n, 100.0 * hits5.item() / n
+
+
+def fit(model: nn.Module, data: DeviceData, cfg: TrainConfig, hooks: Sequence[Any] = ()) -> FitResult:
+    """Trains ``model`` for ``cfg.max_epochs`` epochs, evaluating every ``cfg.eval_every`` epochs."""
+    device = data.device
+    t_start = time.perf_counter()
+    g_perm = torch.Generator().manual_seed(cfg.seed)
+    g_aug = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    augmenter = Augmenter(aug_params(cfg.aug_strength, data.hflip), data.mean, data.std, g_aug)
+    optimizer = make_optimizer(model, cfg)
+    n_batches = batches_per_epoch(data.n_train, cfg.batch_size)
+    total_steps = n_batches * cfg.max_epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, total_steps, cfg.schedule, cfg.warmup)
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16" and device.type == "cuda")
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    n_evals = math.ceil(cfg.max_epochs / cfg.eval_every - 1e-9)
+    eval_at = [round(min(k * cfg.eval_every, cfg.max_epochs) * n_batches) for k in range(1, n_evals + 1)]
+
+    model.train()
+    points: list[EvalPoint] = []
+    step = images = 0
+    train_s = 0.0
+    loss_sum = torch.zeros((), device=device)
+    loss_count = 0
+    t_train = time.perf_counter()
+    for epoch in range(cfg.max_epochs):
+        for b, idx in enumerate(epoch_batches(data.n_train, cfg.batch_size, g_perm, device)):
+            xb = augmenter(data.train_x[idx])
+            yb = data.train_y[idx]
+            with autocast(device, cfg.precision):
+                loss = loss_fn(model(xb), yb)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            images += idx.shape[0]
+            loss_sum += loss.detach().float()
+            loss_count += 1
+            if (b + 1) % PROGRESS_EVERY == 0 or step in eval_at:
+                mean_loss = loss_sum.item() / loss_count
+                if not math.isfinite(mean_loss):
+                    raise Diverged(step / n_batches, mean_loss)
+                ips = images / (train_s + time.perf_counter() - t_train)
+                for h in hooks:
+                    if hasattr(h, "on_progress"):
+                        h.on_progress(epoch, b + 1, n_batches, mean_loss, ips)
+            if step in eval_at:
+                train_s += time.perf_counter() - t_train
+                top1, top5 = evaluate(model, data.val_x, data.val_y, augmenter, cfg.eval_batch_size, cfg.precision)
+                point = EvalPoint(len(points) + 1, step / n_batches, top1, top5, loss_sum.item() / loss_count,
+                                  images / train_s, time.perf_counter() - t_start)
+                points.append(point)
+                loss_sum.zero_()
+                loss_count = 0
+                for h in hooks:
+                    if hasattr(h, "on_eval"):
+                        h.on_eval(point)
+                t_train = time.perf_counter()
+    last = points[-1]
+    return FitResult(last.top1, last.top5, cfg.max_epochs, last.images_per_s, time.perf_counter() - t_start, points)
