@@ -3,6 +3,7 @@ one line per finished trial, and a summary table at the end."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections import Counter
 from typing import Any, TextIO
@@ -67,10 +68,8 @@ class Progress:
         else:
             what = f"{trial.state.name} ({a.get('reason', 'no reason recorded')})"
         best = ""
-        try:
+        with contextlib.suppress(ValueError):
             best = f"; best so far {study.best_value:.2f}% (trial {study.best_trial.number})"
-        except ValueError:
-            pass
         print(f"trial {trial.number} {what} in {a.get('wall_s', 0):.1f} s{best}", file=self.stream, flush=True)
 
 

@@ -18,7 +18,7 @@ from hpsearch.errors import SpecError
 from hpsearch.models import get_model_entry, list_models
 from hpsearch.params import Param
 
-DATASETS = ("fashion-mnist", "mnist", "fashion-mnist-sample", "synthetic")
+DATASETS = ("fashion-mnist", "mnist", "fashion-mnist-sample", "cifar10", "cifar100", "synthetic")
 DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES = ("onecycle", "linear", "constant")
@@ -234,10 +234,7 @@ def _options(t: _Table, schema: dict[str, tuple]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k in sorted(set(t.data) & set(schema)):
         typ, *rest = schema[k]
-        if typ is float:
-            v = t.get(k, (int, float))
-        else:
-            v = t.get(k, typ)
+        v = t.get(k, (int, float)) if typ is float else t.get(k, typ)
         if rest and isinstance(rest[0], tuple):
             if v not in rest[0]:
                 raise SpecError(f"`{t.key(k)}` is {v!r}, but must be one of {list(rest[0])}")

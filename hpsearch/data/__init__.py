@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from hpsearch.data.base import Dataset, as_nchw, split
+from hpsearch.data.cifar import load_cifar
 from hpsearch.data.mnist import DIGITS, FASHION_CLASSES, load_idx_dataset, load_sample
 from hpsearch.data.synthetic import make_synthetic
 from hpsearch.errors import DataError
@@ -29,15 +30,18 @@ def load_dataset(spec: DataSpec, seed: int, data_dir: str | None = None) -> Data
         hflip = True
         source = (f"synthetic ({spec.n_images} images, {spec.channels}x{spec.image_size}x{spec.image_size}, "
                   f"{spec.num_classes} classes)")
+    elif spec.dataset in ("cifar10", "cifar100"):
+        arrays, source = load_cifar(spec.dataset, root)
+        x, y = arrays["train_images"], arrays["train_labels"]
+        test_x, test_y = _test_split(arrays)
+        classes, hflip = arrays["classes"], True
     else:
         if spec.dataset == "fashion-mnist-sample":
             arrays, source = load_sample()
         else:
             arrays, source = load_idx_dataset(spec.dataset, root)
         x, y = arrays["train_images"], arrays["train_labels"].astype(np.int64)
-        if "test_images" in arrays and "test_labels" in arrays:
-            test_x = as_nchw(arrays["test_images"])
-            test_y = torch.from_numpy(arrays["test_labels"].astype(np.int64))
+        test_x, test_y = _test_split(arrays)
         classes = DIGITS if spec.dataset == "mnist" else FASHION_CLASSES
         hflip = spec.dataset != "mnist"
     try:
@@ -46,3 +50,9 @@ def load_dataset(spec: DataSpec, seed: int, data_dir: str | None = None) -> Data
         raise DataError(f"`data.val_size`/`data.val_fraction`: {e}") from None
     return Dataset(as_nchw(tx), torch.from_numpy(ty.copy()), as_nchw(vx), torch.from_numpy(vy.copy()), classes, hflip, source,
                    test_x, test_y)
+
+
+def _test_split(arrays: dict) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    if "test_images" not in arrays or "test_labels" not in arrays:
+        return None, None
+    return as_nchw(arrays["test_images"]), torch.from_numpy(arrays["test_labels"].astype(np.int64))
