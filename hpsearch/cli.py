@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
 
 import click
 import optuna
@@ -34,6 +35,7 @@ class OneLineFormatter(logging.Formatter):
 
 
 def setup_logging(verbose: bool) -> None:
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     handler = logging.StreamHandler(sys.stderr)
     fmt = "[%(levelname)s %(name)s] %(message)s"
     handler.setFormatter(logging.Formatter(fmt) if verbose else OneLineFormatter(fmt))
@@ -55,24 +57,124 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     setup_logging(verbose)
 
 
+def worker_options(f):
+    """Options shared by `run` and `worker`."""
+    opts = [
+        click.option("--n-trials", type=click.IntRange(min=1), help="Finished trials the study should hold in total."),
+        click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Start no trial after S seconds."),
+        click.option("--device", callback=_check_device, help="auto, cpu, cuda or cuda:N (overrides train.device)."),
+        click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the dataset files."),
+        click.option("--artifacts", help="Checkpoint store: a folder every worker sees, or s3://bucket/prefix "
+                     "(default: $HPSEARCH_ARTIFACTS or ./hpsearch-artifacts)."),
+        click.option("--heartbeat-interval", type=click.IntRange(min=1), default=60, show_default=True,
+                     help="Seconds between heartbeats of a running trial (RDB storages)."),
+        click.option("--grace-period", type=click.IntRange(min=2), default=180, show_default=True,
+                     help="Seconds without a heartbeat before a trial counts as dead and is re-queued."),
+        click.option("--max-retry", type=click.IntRange(min=0), default=1, show_default=True,
+                     help="How often a dead worker's trial is re-queued."),
+        click.option("--keep-best", type=click.IntRange(min=0), default=3, show_default=True,
+                     help="Completed trials whose checkpoints are kept."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _check_device(_ctx, _param, value):
+    from hpsearch.spec import DEVICE_RE
+
+    if value is not None and not DEVICE_RE.match(value):
+        raise click.BadParameter(f"{value!r} is not a device; use auto, cpu, cuda or cuda:N")
+    return value
+
+
+def _heartbeat(interval: int, grace: int, max_retry: int):
+    from hpsearch.storage import Heartbeat
+
+    if grace <= interval:
+        raise click.BadParameter(f"is {grace}, but must exceed --heartbeat-interval ({interval})",
+                                 param_hint="--grace-period")
+    return Heartbeat(interval, grace, max_retry)
+
+
 @cli.command()
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
 @click.option("--storage", help=STORAGE_HELP)
 @click.option("--study", "study_name", help="Study name (default: the spec's study.name).")
-@click.option("--n-trials", type=click.IntRange(min=1), help="Finished trials the study should hold in total.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Stop starting trials after S s.")
-@click.option("--device", help="auto, cpu, cuda or cuda:N (overrides train.device).")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the dataset files.")
 @click.option("--seed", type=click.IntRange(min=0), help="Overrides study.seed.")
-def run(spec_path, storage, study_name, n_trials, timeout, device, data_dir, seed) -> None:
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Local worker processes sharing the study.")
+@click.option("--gpus", help="Comma-separated GPU ids: one worker per GPU (with --workers, round-robin).")
+@worker_options
+@click.pass_context
+def run(ctx, spec_path, storage, study_name, seed, workers, gpus, n_trials, timeout, device, data_dir, artifacts,
+        heartbeat_interval, grace_period, max_retry, keep_best) -> None:
     """Run (or continue) the study described by SPEC until it holds n_trials finished trials."""
-    from hpsearch.runner import run_study, with_overrides  # imports torch: keep `--help` fast
-    from hpsearch.spec import DEVICE_RE
+    from hpsearch.runner import with_overrides  # imports torch: keep `--help` fast
+    from hpsearch.worker import run as run_here
 
-    if device is not None and not DEVICE_RE.match(device):
-        raise click.BadParameter(f"{device!r} is not a device; use auto, cpu, cuda or cuda:N", param_hint="--device")
+    hb = _heartbeat(heartbeat_interval, grace_period, max_retry)
     spec = with_overrides(load_spec(spec_path), n_trials, timeout, device, seed)
-    run_study(spec, resolve_url(storage), study_name, data_dir)
+    url = resolve_url(storage)
+    gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None
+    if gpu_list and workers == 1:
+        workers = len(gpu_list)
+    if workers == 1:
+        ctx.exit(run_here(spec, url, study_name, data_dir, artifacts, hb, keep_best))
+    from hpsearch.launcher import launch
+    from hpsearch.study import open_study
+
+    name = study_name or spec.study.name
+    study = open_study(spec, open_storage(url, hb), name)
+    args = _forward(n_trials=n_trials, timeout=timeout, device=device, data_dir=data_dir, artifacts=artifacts,
+                    heartbeat_interval=heartbeat_interval, grace_period=grace_period, max_retry=max_retry,
+                    keep_best=keep_best)
+    code = launch(workers, url, name, args, gpu_list)
+    click.echo(summary(study), err=True)
+    ctx.exit(code)
+
+
+def _forward(**options) -> list[str]:
+    out: list[str] = []
+    for k, v in options.items():
+        if v is not None:
+            out += [f"--{k.replace('_', '-')}", str(v)]
+    return out
+
+
+@cli.command()
+@click.option("--storage", help=STORAGE_HELP)
+@click.option("--study", "study_name", required=True, help="The study to join.")
+@worker_options
+@click.pass_context
+def worker(ctx, storage, study_name, n_trials, timeout, device, data_dir, artifacts, heartbeat_interval,
+           grace_period, max_retry, keep_best) -> None:
+    """Join an existing study (on any host) and run its trials; the study's stored spec is used."""
+    from hpsearch.worker import join
+
+    hb = _heartbeat(heartbeat_interval, grace_period, max_retry)
+    overrides = {"n_trials": n_trials, "timeout": timeout, "device": device}
+    ctx.exit(join(resolve_url(storage), study_name, overrides, data_dir, artifacts, hb, keep_best))
+
+
+@cli.group("storage")
+def storage_group() -> None:
+    """Storage utilities."""
+
+
+@storage_group.command("serve")
+@click.option("--storage", help=STORAGE_HELP)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=13000, show_default=True)
+def storage_serve(storage, host, port) -> None:
+    """Serve STORAGE through Optuna's gRPC proxy (workers then use grpc://HOST:PORT)."""
+    url = resolve_url(storage)
+    st = open_storage(url)
+    if host in ("0.0.0.0", "::"):
+        click.echo(f"warning: serving on all interfaces ({host}); anyone who can reach port {port} can change "
+                   "studies", err=True)
+    click.echo(f"serving {mask_url(url)} on grpc://{host}:{port}", err=True)
+    optuna.storages.run_grpc_proxy_server(st, host=host, port=port)
 
 
 @cli.command()
@@ -100,27 +202,37 @@ def _study_status(study: optuna.Study) -> dict:
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     best = max(complete, key=lambda t: t.value) if complete else None
     return {"study": study.study_name, "trials": len(trials), "states": state_counts(trials),
-            "best_value": best.value if best else None, "best_trial": best.number if best else None}
+            "best_value": best.value if best else None, "best_trial": best.number if best else None,
+            "resumed": [{"trial": t.number, "from_trial": t.user_attrs["resumed_from_trial"],
+                         "at_epoch": t.user_attrs.get("resumed_at_epoch")}
+                        for t in trials if "resumed_from_trial" in t.user_attrs]}
 
 
 @cli.command()
 @click.option("--storage", help=STORAGE_HELP)
 @click.option("--study", "study_name", help="One study (default: all studies in the storage).")
+@click.option("--artifacts", help="Checkpoint store to measure (default: $HPSEARCH_ARTIFACTS or ./hpsearch-artifacts).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def status(storage, study_name, as_json) -> None:
-    """Trial counts by state and the best value, per study."""
+def status(storage, study_name, artifacts, as_json) -> None:
+    """Trial counts by state and the best value, per study; checkpoint disk use."""
+    from hpsearch.checkpoint import disk_usage
+
     url = resolve_url(storage)
-    st = open_storage(url)
+    st = open_storage(url, heartbeat=None)
     names = [study_name] if study_name else optuna.get_all_study_names(st)
     rows = [_study_status(load_study(st, n)) for n in names]
+    used = disk_usage(artifacts)
     if as_json:
-        click.echo(json.dumps({"storage": mask_url(url), "studies": rows}, indent=2))
+        click.echo(json.dumps({"storage": mask_url(url), "artifact_bytes": used, "studies": rows}, indent=2))
         return
-    click.echo(f"storage {mask_url(url)}: {len(rows)} studies")
+    click.echo(f"storage {mask_url(url)}: {len(rows)} studies; checkpoints use "
+               + (f"{used / 1e6:.1f} MB" if used is not None else "an object store"))
     for r in rows:
         best = f"best {r['best_value']:.2f}% (trial {r['best_trial']})" if r["best_value"] is not None else "no best yet"
         counts = "  ".join(f"{s} {r['states'][s]}" for s in STATES)
         click.echo(f"{r['study']}: {r['trials']} trials  {counts}  {best}")
+        for x in r["resumed"]:
+            click.echo(f"  trial {x['trial']} resumed trial {x['from_trial']} at epoch {x['at_epoch']}")
 
 
 @cli.command()
@@ -129,7 +241,7 @@ def status(storage, study_name, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (the default is a summary).")
 def best(storage, study_name, as_json) -> None:
     """The best completed trial: number, val Top-1, parameters and attributes."""
-    study = load_study(open_storage(resolve_url(storage)), study_name)
+    study = load_study(open_storage(resolve_url(storage), heartbeat=None), study_name)
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
         raise HpsearchError(f"study {study_name!r} has no completed trial yet")

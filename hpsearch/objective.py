@@ -15,6 +15,7 @@ from typing import Any
 import optuna
 import torch
 
+from hpsearch.checkpoint import Checkpoints, predecessor_checkpoint
 from hpsearch.data.base import Dataset
 from hpsearch.data.loader import DeviceData
 from hpsearch.models import create_model
@@ -23,6 +24,36 @@ from hpsearch.spec import Spec
 from hpsearch.train import Diverged, EvalPoint, TrainConfig, fit
 
 log = logging.getLogger("hpsearch")
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM reached a training trial: Optuna marks it FAIL and re-raises; the worker re-queues it
+    so it resumes from its newest checkpoint."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
+class StopFlag:
+    """Set from a signal handler; checked by the training loop at every progress point."""
+
+    def __init__(self):
+        self.signum: int | None = None
+
+    def on_progress(self, *_args) -> None:
+        if self.signum is not None:
+            raise Interrupted(self.signum)
+
+    on_eval = on_progress
+
+
+class CheckpointHook:
+    def __init__(self, checkpoints: Checkpoints, trial: optuna.Trial):
+        self.checkpoints, self.trial = checkpoints, trial
+
+    def on_epoch_end(self, epoch: int, checkpoint) -> None:
+        self.checkpoints.save(self.trial, checkpoint())
 
 
 def train_config(spec: Spec, values: dict[str, Any], seed: int, precision: str) -> TrainConfig:
@@ -53,8 +84,10 @@ class Reporter:
 class Objective:
     """Callable objective for ``study.optimize``; the data is moved to the device once, for all trials."""
 
-    def __init__(self, spec: Spec, dataset: Dataset, device: torch.device, precision: str, progress: Any = None):
+    def __init__(self, spec: Spec, dataset: Dataset, device: torch.device, precision: str, progress: Any = None,
+                 checkpoints: Checkpoints | None = None, stop: StopFlag | None = None):
         self.spec, self.dataset, self.device, self.precision = spec, dataset, device, precision
+        self.checkpoints, self.stop = checkpoints, stop
         # channels_last helps convolutions on CUDA and on x86 CPUs alike (1.3x measured here on the CPU)
         self.channels_last = True
         self.data = DeviceData(dataset, device, channels_last=self.channels_last)
@@ -68,11 +101,14 @@ class Objective:
         trial.set_user_attr("config", values)
         trial.set_user_attr("device", str(self.device))
         reporter = Reporter(trial)
-        hooks = [reporter] + ([self.progress] if self.progress else [])
+        hooks: list[Any] = [reporter] + [h for h in (self.progress, self.stop) if h is not None]
+        if self.checkpoints is not None:
+            hooks.append(CheckpointHook(self.checkpoints, trial))
         if self.progress:
             self.progress.trial_started(trial.number, values, cfg, self.data.n_train)
         model = None
         try:
+            resume = self._resume_state(trial, reporter)
             torch.manual_seed(seed)
             ds = self.dataset
             model = create_model(values["arch"], ds.num_classes, ds.in_channels, ds.image_size,
@@ -80,9 +116,13 @@ class Objective:
             trial.set_user_attr("n_params", sum(p.numel() for p in model.parameters()))
             fmt = torch.channels_last if self.channels_last else torch.preserve_format
             model = model.to(self.device, memory_format=fmt)
-            result = fit(model, self.data, cfg, hooks)
+            result = fit(model, self.data, cfg, hooks, resume=resume)
         except optuna.TrialPruned as e:
             self._record(trial, reporter, t0, reason=str(e))
+            raise
+        except Interrupted as e:
+            epoch = reporter.last.epoch if reporter.last else 0
+            self._record(trial, reporter, t0, reason=f"interrupted ({e}) after epoch {epoch:.2f}; re-queued")
             raise
         except Diverged as e:
             self._record(trial, reporter, t0, reason="diverged")
@@ -101,6 +141,29 @@ class Objective:
                 torch.cuda.empty_cache()
         self._record(trial, reporter, t0, images_per_s=result.images_per_s)
         return result.top1
+
+    def _resume_state(self, trial: optuna.Trial, reporter: Reporter) -> dict | None:
+        """For a retried trial: its predecessor's newest checkpoint, with the learning curve carried over."""
+        if self.checkpoints is None:
+            return None
+        found = predecessor_checkpoint(trial.study, trial)
+        if found is None:
+            return None
+        number, artifact_id = found
+        try:
+            state = self.checkpoints.load(artifact_id)
+        except Exception as e:
+            log.warning("trial %d: cannot resume from trial %d (%s); training from scratch", trial.number, number, e)
+            return None
+        for p in state["points"]:
+            trial.report(p["top1"], p["step"])
+        if state["points"]:
+            reporter.last = EvalPoint(**state["points"][-1])
+        trial.set_user_attr("resumed_from_trial", number)
+        trial.set_user_attr("resumed_at_epoch", state["epoch"])
+        print(f"trial {trial.number}: resuming trial {number} at epoch {state['epoch']}", flush=True,
+              file=getattr(self.progress, "stream", None))
+        return state
 
     def _record(self, trial: optuna.Trial, reporter: Reporter, t0: float, reason: str | None = None,
                 images_per_s: float | None = None) -> None:

@@ -12,6 +12,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
+from hpsearch.data.loader import batches_per_epoch
 from hpsearch.train import EvalPoint, TrainConfig
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
@@ -39,7 +40,7 @@ class Progress:
         self.n_evals = int(-(-cfg.max_epochs // cfg.eval_every))
         print(f"trial {number}: {fmt_params(values)}", file=self.stream, flush=True)
         if self.live:
-            n_batches = -(-n_train // cfg.batch_size)
+            n_batches = batches_per_epoch(n_train, cfg.batch_size)
             self.bar = tqdm(total=n_batches * cfg.max_epochs, file=self.stream, leave=False, unit="batch",
                             desc=f"trial {number}", dynamic_ncols=True)
 

@@ -1,23 +1,50 @@
 """Storage URLs: where a study lives, how to open it through Optuna, and how to print it safely.
 
-Any SQLAlchemy URL Optuna's ``RDBStorage`` accepts works (``sqlite:///``, ``postgresql+psycopg://``,
-``mysql+pymysql://``). The default is ``sqlite:///hpsearch.db`` in the working directory, overridden by
-``$HPSEARCH_STORAGE`` and then by ``--storage``. Passwords are masked in everything printed.
+====================================  ================================================================
+URL                                   Optuna storage
+====================================  ================================================================
+``sqlite:///path.db`` (default)       ``RDBStorage``, WAL journal and a 60 s busy timeout
+``postgresql+psycopg://u:p@h/db``     ``RDBStorage``, small pre-pinged pool, heartbeat
+``mysql+pymysql://u:p@h/db``          ``RDBStorage``, small pre-pinged pool, heartbeat
+``journal:///path/to/file.log``       ``JournalStorage(JournalFileBackend)`` (no heartbeat)
+``redis://host:port/db``              ``JournalStorage(JournalRedisBackend)`` (no heartbeat)
+``grpc://host:port``                  ``GrpcStorageProxy`` (to ``hpsearch storage serve``)
+====================================  ================================================================
+
+The default is ``sqlite:///hpsearch.db`` in the working directory, overridden by ``$HPSEARCH_STORAGE`` and
+then by ``--storage``. Every storage is wrapped in :class:`~hpsearch.storage_retry.RetryingStorage`.
+Passwords are masked in everything printed.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 
 import optuna
 import sqlalchemy
 from sqlalchemy.engine import make_url
 
 from hpsearch.errors import SpecError, StorageError
+from hpsearch.storage_retry import RetryingStorage
 
 DEFAULT_URL = "sqlite:///hpsearch.db"
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@]*):(?P<pw>[^@/]*)@")
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@")
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Optuna's heartbeat for RDB storages: a trial whose worker stopped beating for ``grace`` s is failed
+    (by the next worker that starts a trial) and re-queued up to ``max_retry`` times with the same
+    parameters. Defaults suit epochs of minutes."""
+
+    interval: int = 60  # seconds between beats
+    grace: int = 180  # seconds without a beat before a trial counts as dead
+    max_retry: int = 1
+
+
+DEFAULT_HEARTBEAT = Heartbeat()
 
 
 def resolve_url(url: str | None) -> str:
@@ -38,23 +65,73 @@ def mask_secrets(text: str, url: str | None) -> str:
     return text
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """Opens the Optuna storage behind ``url``; raises SpecError for a malformed URL, StorageError if down."""
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer: several local workers
+    cur.execute("PRAGMA busy_timeout=60000")
+    cur.close()
+
+
+def _rdb(url: str, heartbeat: Heartbeat | None) -> optuna.storages.BaseStorage:
     try:
         parsed = make_url(url)
     except (sqlalchemy.exc.ArgumentError, ValueError):
-        raise SpecError(f"storage URL {mask_url(url)!r} is not valid; expected e.g. sqlite:///hpsearch.db or "
-                        "postgresql+psycopg://user:pass@host/db") from None
+        raise SpecError(f"storage URL {mask_url(url)!r} is not valid; expected e.g. sqlite:///hpsearch.db, "
+                        "postgresql+psycopg://user:pass@host/db, journal:///path.log, redis://host:6379/0 or "
+                        "grpc://host:13000") from None
+    sqlite = parsed.get_backend_name() == "sqlite"
     engine_kwargs: dict = {"pool_pre_ping": True}
-    if parsed.get_backend_name() == "sqlite":
-        engine_kwargs["connect_args"] = {"timeout": 60}  # seconds to wait on a locked database
+    if sqlite:
+        engine_kwargs["connect_args"] = {"timeout": 60}
     else:
-        engine_kwargs |= {"pool_size": 2, "max_overflow": 2}
+        engine_kwargs |= {"pool_size": 1, "max_overflow": 2, "pool_recycle": 300}
+    hb = {}
+    if heartbeat is not None:
+        hb = {"heartbeat_interval": heartbeat.interval, "grace_period": heartbeat.grace,
+              "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
+                  max_retry=heartbeat.max_retry)}
+    rdb = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **hb)
+    if sqlite:
+        sqlalchemy.event.listen(rdb.engine, "connect", _sqlite_pragmas)
+        rdb.engine.dispose()  # connections made before the listener existed get the pragmas too
+    return optuna.storages.get_storage(rdb)  # adds Optuna's trial cache in front
+
+
+def _build(url: str, heartbeat: Heartbeat | None) -> optuna.storages.BaseStorage:
+    from optuna.storages import journal
+
+    if url.startswith("journal://"):
+        path = url[len("journal://"):]
+        if not path:
+            raise SpecError("storage URL 'journal://' needs a file: journal:///path/to/study.log")
+        return journal.JournalStorage(journal.JournalFileBackend(path))
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return journal.JournalStorage(journal.JournalRedisBackend(url))
+    if url.startswith("grpc://"):
+        host, _, port = url[len("grpc://"):].rstrip("/").rpartition(":")
+        if not host or not port.isdigit():
+            raise SpecError(f"storage URL {mask_url(url)!r} is not valid; expected grpc://host:port")
+        storage = optuna.storages.GrpcStorageProxy(host=host, port=int(port))
+        storage.get_all_studies()  # fail now, with a clear message, if the proxy is not there
+        return storage
+    return _rdb(url, heartbeat)
+
+
+def open_storage(url: str, heartbeat: Heartbeat | None = DEFAULT_HEARTBEAT, retry_s: float = 300.0
+                 ) -> optuna.storages.BaseStorage:
+    """Opens the Optuna storage behind ``url``; SpecError for a malformed URL, StorageError if unreachable.
+
+    ``heartbeat`` applies to RDB storages; ``retry_s`` bounds how long a transient outage is ridden out.
+    """
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        inner = _build(url, heartbeat)
+    except SpecError:
+        raise
     except ImportError as e:
-        raise StorageError(f"storage {mask_url(url)}: a database driver is missing ({e}); install "
-                           "hpsearch[postgres] or hpsearch[mysql]") from None
-    except Exception as e:  # sqlalchemy's OperationalError, driver errors, bad paths
-        detail = mask_secrets(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, url)
+        raise StorageError(f"storage {mask_url(url)}: a driver is missing ({e}); install hpsearch[postgres], "
+                           "hpsearch[mysql] or hpsearch[redis]") from None
+    except Exception as e:  # sqlalchemy's OperationalError, driver errors, bad paths, refused connections
+        text = str(e).strip()
+        detail = mask_secrets(text.splitlines()[0] if text else type(e).__name__, url)
         raise StorageError(f"cannot open storage {mask_url(url)}: {detail}") from None
+    return RetryingStorage(inner, max_wait=retry_s)

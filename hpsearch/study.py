@@ -9,7 +9,6 @@ import warnings
 import optuna
 import torch
 import torchvision
-from optuna.trial import TrialState
 
 from hpsearch import __version__
 from hpsearch.errors import StudyNotFound
@@ -17,7 +16,6 @@ from hpsearch.spec import Spec
 
 SPEC_ATTR = "hpsearch.spec"
 METRIC = "val_top1"
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 def build_sampler(spec: Spec, offset: int = 0) -> optuna.samplers.BaseSampler:
@@ -101,7 +99,3 @@ def load_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study:
     except KeyError:
         names = optuna.get_all_study_names(storage)
         raise StudyNotFound(f"no study named {name!r}; the storage holds: {', '.join(names) or 'no studies'}") from None
-
-
-def count_finished(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED))

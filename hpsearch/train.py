@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import torch
@@ -73,9 +73,14 @@ class Diverged(Exception):
 
 
 class Hook(Protocol):
+    """What ``fit`` calls; a hook may define any subset of these methods."""
+
     def on_eval(self, point: EvalPoint) -> None: ...
 
     def on_progress(self, epoch: int, batch: int, n_batches: int, loss: float, images_per_s: float) -> None: ...
+
+    def on_epoch_end(self, epoch: int, checkpoint: Callable[[], dict]) -> None:
+        """``epoch`` epochs are done; ``checkpoint()`` builds the state to resume from (see ``fit``)."""
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -133,8 +138,22 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, augmenter: Augm
     return 100.0 * hits1.item() / n, 100.0 * hits5.item() / n
 
 
-def fit(model: nn.Module, data: DeviceData, cfg: TrainConfig, hooks: Sequence[Any] = ()) -> FitResult:
-    """Trains ``model`` for ``cfg.max_epochs`` epochs, evaluating every ``cfg.eval_every`` epochs."""
+def _call(hooks: Sequence[Any], method: str, *args: Any) -> None:
+    for h in hooks:
+        fn = getattr(h, method, None)
+        if fn is not None:
+            fn(*args)
+
+
+def fit(model: nn.Module, data: DeviceData, cfg: TrainConfig, hooks: Sequence[Any] = (),
+        resume: dict | None = None) -> FitResult:
+    """Trains ``model`` for ``cfg.max_epochs`` epochs, evaluating every ``cfg.eval_every`` epochs.
+
+    ``resume`` is a checkpoint made by a previous run's ``on_epoch_end`` hook: model, optimizer, schedule,
+    grad scaler, RNG states and eval points are restored and training goes on at the next epoch, so the
+    result equals an uninterrupted run with the same seed (on the CPU; cuDNN may differ in the last bits).
+    Checkpoints hold only tensors and plain Python values: they load with ``torch.load(weights_only=True)``.
+    """
     device = data.device
     t_start = time.perf_counter()
     g_perm = torch.Generator().manual_seed(cfg.seed)
@@ -153,12 +172,29 @@ def fit(model: nn.Module, data: DeviceData, cfg: TrainConfig, hooks: Sequence[An
 
     model.train()
     points: list[EvalPoint] = []
-    step = images = 0
+    step = images = start_epoch = 0
     train_s = 0.0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        scaler.load_state_dict(resume["scaler"])
+        g_perm.set_state(resume["rng_perm"])
+        g_aug.set_state(resume["rng_aug"].to(g_aug.device) if g_aug.device.type != "cpu" else resume["rng_aug"])
+        torch.set_rng_state(resume["rng_torch"])
+        start_epoch, step, images, train_s = resume["epoch"], resume["step"], resume["images"], resume["train_s"]
+        points = [EvalPoint(**p) for p in resume["points"]]
+
+    def checkpoint() -> dict:
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng_perm": g_perm.get_state(),
+                "rng_aug": g_aug.get_state().cpu(), "rng_torch": torch.get_rng_state(), "epoch": epoch + 1,
+                "step": step, "images": images, "train_s": train_s, "points": [asdict(p) for p in points],
+                "config": asdict(cfg)}
     loss_sum = torch.zeros((), device=device)
     loss_count = 0
     t_train = time.perf_counter()
-    for epoch in range(cfg.max_epochs):
+    for epoch in range(start_epoch, cfg.max_epochs):
         for b, idx in enumerate(epoch_batches(data.n_train, cfg.batch_size, g_perm, device)):
             xb = augmenter(data.train_x[idx])
             yb = data.train_y[idx]
@@ -178,9 +214,7 @@ def fit(model: nn.Module, data: DeviceData, cfg: TrainConfig, hooks: Sequence[An
                 if not math.isfinite(mean_loss):
                     raise Diverged(step / n_batches, mean_loss)
                 ips = images / (train_s + time.perf_counter() - t_train)
-                for h in hooks:
-                    if hasattr(h, "on_progress"):
-                        h.on_progress(epoch, b + 1, n_batches, mean_loss, ips)
+                _call(hooks, "on_progress", epoch, b + 1, n_batches, mean_loss, ips)
             if step in eval_at:
                 train_s += time.perf_counter() - t_train
                 top1, top5 = evaluate(model, data.val_x, data.val_y, augmenter, cfg.eval_batch_size, cfg.precision)
@@ -189,9 +223,11 @@ def fit(model: nn.Module, data: DeviceData, cfg: TrainConfig, hooks: Sequence[An
                 points.append(point)
                 loss_sum.zero_()
                 loss_count = 0
-                for h in hooks:
-                    if hasattr(h, "on_eval"):
-                        h.on_eval(point)
+                _call(hooks, "on_eval", point)
                 t_train = time.perf_counter()
+        # every epoch, the last included (a completed trial keeps its final checkpoint)
+        pause = time.perf_counter()
+        _call(hooks, "on_epoch_end", epoch + 1, checkpoint)
+        t_train += time.perf_counter() - pause
     last = points[-1]
     return FitResult(last.top1, last.top5, cfg.max_epochs, last.images_per_s, time.perf_counter() - t_start, points)

@@ -41,6 +41,11 @@ def test_run_persists_a_pruned_study(tmp_path, synthetic_spec, cli):
         else:
             assert t.user_attrs["reason"]
 
+    with sqlite3.connect(tmp_path / "study.db") as db:  # the raw rows, as any SQL client sees them
+        steps = db.execute("select trial_id, count(*) from trial_intermediate_values group by trial_id").fetchall()
+        assert len(steps) == 8 and max(n for _, n in steps) == 4
+        assert db.execute("select value_json from study_user_attributes where key = 'hpsearch.spec'").fetchone()
+
     # the same command again continues the same study: it already holds n_trials, so nothing is added
     r2 = cli("run", str(spec), "--storage", storage(tmp_path), cwd=tmp_path)
     assert r2.returncode == 0, r2.stderr

@@ -82,3 +82,32 @@ def test_schedule_warms_up_then_decays(schedule):
     assert f[19] < f[20]
     if schedule != "constant":
         assert f[-1] < 0.05
+
+
+def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(data, tmp_path):
+    cfg = config(max_epochs=3, eval_every=1.0, aug_strength=0.5, seed=3)
+    torch.manual_seed(0)
+    straight = Recorder()
+    fit(create_model("vgg", 4, 1, 28, stages=1, width=8), data, cfg, [straight])
+
+    class Interrupt(Exception):
+        pass
+
+    class SaveAndStop:
+        def on_epoch_end(self, epoch, checkpoint):
+            if epoch == 1:
+                torch.save(checkpoint(), tmp_path / "ckpt.pt")
+                raise Interrupt
+
+    torch.manual_seed(0)
+    with pytest.raises(Interrupt):
+        fit(create_model("vgg", 4, 1, 28, stages=1, width=8), data, cfg, [SaveAndStop()])
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)  # plain tensors and values only
+    assert ckpt["epoch"] == 1 and len(ckpt["points"]) == 1
+
+    torch.manual_seed(123)  # a fresh process would have other RNG state: the checkpoint restores it
+    resumed = Recorder()
+    result = fit(create_model("vgg", 4, 1, 28, stages=1, width=8), data, cfg, [resumed], resume=ckpt)
+    assert [p.step for p in resumed.points] == [2, 3], "epochs before the checkpoint are not retrained"
+    assert [p.top1 for p in resumed.points] == [p.top1 for p in straight.points[1:]]
+    assert result.top1 == straight.points[-1].top1

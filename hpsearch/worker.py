@@ -1,0 +1,162 @@
+"""A worker: one process that runs trials of a study until it holds ``n_trials`` finished trials in total.
+
+Any number of workers, on any hosts, can share one study through its storage (Optuna's design). Each loop
+turn counts finished trials (complete, pruned, and failed ones that were not re-queued), and starts one
+trial through ``study.optimize(n_trials=1)`` so Optuna's heartbeat and stale-trial handling apply. When the
+target is met but other workers' trials are still running on a heartbeat storage, the worker waits: if one
+of them dies, its retry is picked up here. Ctrl-C / SIGTERM checkpoint-and-requeue the running trial.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import warnings
+from contextlib import contextmanager
+from typing import TextIO
+
+import optuna
+import torch
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.storages._heartbeat import is_heartbeat_enabled
+from optuna.trial import TrialState
+
+from hpsearch.checkpoint import Checkpoints, open_artifact_store, retried_numbers
+from hpsearch.data import load_dataset
+from hpsearch.device import configure, resolve_device, resolve_precision
+from hpsearch.errors import HpsearchError
+from hpsearch.objective import Interrupted, Objective, StopFlag
+from hpsearch.progress import Progress, summary
+from hpsearch.spec import Spec, parse_spec
+from hpsearch.storage import DEFAULT_HEARTBEAT, Heartbeat, mask_url, open_storage
+from hpsearch.study import SPEC_ATTR, load_study, open_study
+
+log = logging.getLogger("hpsearch")
+WAIT_POLL_S = 2.0
+
+
+def finished_count(trials: list) -> int:
+    """Finished trials toward the target: COMPLETE + PRUNED + FAIL, minus failed trials that were re-queued."""
+    retried = retried_numbers(trials)
+    return sum(1 for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+               or (t.state == TrialState.FAIL and t.number not in retried))
+
+
+def stored_spec(study: optuna.Study) -> Spec:
+    raw = study.user_attrs.get(SPEC_ATTR)
+    if raw is None:
+        raise HpsearchError(f"study {study.study_name!r} was not created by hpsearch (it has no stored spec)")
+    return parse_spec(json.loads(raw))
+
+
+@contextmanager
+def signals_to(flag: StopFlag):
+    """SIGINT/SIGTERM set ``flag`` (the trial stops at its next progress point); a second one aborts."""
+
+    def handler(signum, _frame):
+        if flag.signum is not None:
+            raise KeyboardInterrupt
+        flag.signum = signum
+        print(f"hpsearch: {signal.Signals(signum).name} received: checkpointing the running trial "
+              "(press again to abort at once)", file=sys.stderr, flush=True)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def run_worker(spec: Spec, study: optuna.Study, data_dir: str | None = None, artifacts: str | None = None,
+               keep_best: int = 3, stream: TextIO = sys.stderr) -> int:
+    """Runs trials until the study's target is met or the timeout passes; returns the exit code."""
+    if threads := os.environ.get("HPSEARCH_THREADS"):
+        torch.set_num_threads(max(1, int(threads)))
+    target = spec.study.n_trials
+    deadline = time.monotonic() + spec.study.timeout if spec.study.timeout else None
+    device = resolve_device(spec.train.device)
+    precision = resolve_precision(spec.train.precision, device)
+    configure(device)
+    checkpoints = Checkpoints(open_artifact_store(artifacts), keep_best)
+    heartbeat = is_heartbeat_enabled(study._storage)
+    flag = StopFlag()
+    objective = None
+    live = None if not os.environ.get("HPSEARCH_NO_LIVE") else False
+    progress = Progress(stream, live=live)
+    with signals_to(flag):
+        while True:
+            trials = study.get_trials(deepcopy=False)
+            done = finished_count(trials)
+            waiting = sum(t.state == TrialState.WAITING for t in trials)
+            running = sum(t.state == TrialState.RUNNING for t in trials)
+            if flag.signum is not None:
+                return 128 + flag.signum
+            if deadline is not None and time.monotonic() >= deadline:
+                print("timeout reached: no new trials", file=stream)
+                break
+            if done >= target:
+                break
+            if done + running >= target and not waiting:
+                if not heartbeat or running == 0:
+                    break  # the last trials are others'; without a heartbeat a dead one cannot be detected
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    optuna.storages.fail_stale_trials(study)  # re-queues the trials of dead workers
+                time.sleep(WAIT_POLL_S)
+                continue
+            if objective is None:
+                dataset = load_dataset(spec.data, spec.study.seed, data_dir)
+                print(f"data: {dataset.source}; {len(dataset.train_y)} train / {len(dataset.val_y)} val images; "
+                      f"device {device}, precision {precision}", file=stream, flush=True)
+                objective = Objective(spec, dataset, device, precision, progress, checkpoints, flag)
+            try:
+                study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[progress])
+            except Interrupted as e:
+                requeue_interrupted(study)
+                print(f"hpsearch: trial checkpointed and re-queued; run the same command again to resume "
+                      f"({signal.Signals(e.signum).name})", file=stream, flush=True)
+                return 128 + e.signum
+            checkpoints.apply_retention(study)
+    return 0
+
+
+def requeue_interrupted(study: optuna.Study) -> None:
+    """Re-queues this worker's trial that an interrupt just failed, as the heartbeat's retry would."""
+    failed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+              if "interrupted" in str(t.user_attrs.get("reason", ""))]
+    retried = retried_numbers(study.get_trials(deepcopy=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for t in failed:
+            if t.number not in retried:
+                RetryHeartbeatStaleTrialCallback(max_retry=None)(study, t)
+
+
+def run(spec: Spec, storage_url: str, study_name: str | None = None, data_dir: str | None = None,
+        artifacts: str | None = None, heartbeat: Heartbeat = DEFAULT_HEARTBEAT, keep_best: int = 3,
+        stream: TextIO = sys.stderr) -> int:
+    """``hpsearch run`` in one process: create or continue the study, then work on it."""
+    name = study_name or spec.study.name
+    resolve_device(spec.train.device)  # a bad device is a usage error before anything is created
+    study = open_study(spec, open_storage(storage_url, heartbeat), name)
+    print(f"study {name} in {mask_url(storage_url)}: {finished_count(study.get_trials(deepcopy=False))} of "
+          f"{spec.study.n_trials} trials finished", file=stream, flush=True)
+    code = run_worker(spec, study, data_dir, artifacts, keep_best, stream)
+    print(summary(study), file=stream, flush=True)
+    return code
+
+
+def join(storage_url: str, study_name: str, overrides: dict, data_dir: str | None = None,
+         artifacts: str | None = None, heartbeat: Heartbeat = DEFAULT_HEARTBEAT, keep_best: int = 3,
+         stream: TextIO = sys.stderr) -> int:
+    """``hpsearch worker``: join an existing study; its stored spec is the source of truth."""
+    from hpsearch.runner import with_overrides
+
+    study = load_study(open_storage(storage_url, heartbeat), study_name)
+    spec = with_overrides(stored_spec(study), **overrides)
+    return run_worker(spec, study, data_dir, artifacts, keep_best, stream)
