@@ -258,7 +258,9 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     verbose = "-v" in args or "--verbose" in args
     try:
-        cli.main(args=args, prog_name="hpsearch", standalone_mode=False)
+        code = cli.main(args=args, prog_name="hpsearch", standalone_mode=False)
+        if isinstance(code, int) and code:  # ctx.exit(N) is returned, not raised, outside standalone mode
+            sys.exit(code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.exceptions.Abort:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
 import time
 from typing import Any
 
@@ -100,6 +102,7 @@ class Objective:
         cfg = train_config(self.spec, values, seed, self.precision)
         trial.set_user_attr("config", values)
         trial.set_user_attr("device", str(self.device))
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         reporter = Reporter(trial)
         hooks: list[Any] = [reporter] + [h for h in (self.progress, self.stop) if h is not None]
         if self.checkpoints is not None:

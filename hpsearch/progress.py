@@ -64,6 +64,9 @@ class Progress:
             self.bar.close()
             self.bar = None
         a = trial.user_attrs
+        if a.get("surplus"):
+            print(f"trial {trial.number} not run: {a['reason']}", file=self.stream, flush=True)
+            return
         if trial.state == TrialState.COMPLETE:
             what = f"COMPLETE val top1 {trial.value:.2f}% top5 {a.get('val_top5', 0):.2f}%"
         else:

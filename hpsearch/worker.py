@@ -39,11 +39,28 @@ log = logging.getLogger("hpsearch")
 WAIT_POLL_S = 2.0
 
 
+def _counts(t, retried: set[int]) -> bool:
+    """Whether trial ``t`` counts toward the target: not a re-queued failure, not a surplus start."""
+    if t.user_attrs.get("surplus"):
+        return False
+    return not (t.state == TrialState.FAIL and t.number in retried)
+
+
 def finished_count(trials: list) -> int:
-    """Finished trials toward the target: COMPLETE + PRUNED + FAIL, minus failed trials that were re-queued."""
+    """Finished trials toward the target: COMPLETE + PRUNED + FAIL, minus re-queued failures and surplus."""
     retried = retried_numbers(trials)
-    return sum(1 for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-               or (t.state == TrialState.FAIL and t.number not in retried))
+    return sum(1 for t in trials if t.state.is_finished() and _counts(t, retried))
+
+
+class Surplus(Exception):
+    """Workers raced: this trial started when the trials before it already fill the target."""
+
+
+def is_surplus(trials: list, number: int, target: int) -> bool:
+    """Trial numbers are handed out atomically by the storage, so ranking by number settles races: a trial
+    is surplus when the counted trials numbered below it (finished, running or queued) reach the target."""
+    retried = retried_numbers(trials)
+    return sum(1 for t in trials if t.number < number and _counts(t, retried)) >= target
 
 
 def stored_spec(study: optuna.Study) -> Spec:
@@ -115,7 +132,7 @@ def run_worker(spec: Spec, study: optuna.Study, data_dir: str | None = None, art
                       f"device {device}, precision {precision}", file=stream, flush=True)
                 objective = Objective(spec, dataset, device, precision, progress, checkpoints, flag)
             try:
-                study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[progress])
+                study.optimize(_guard(objective, target), n_trials=1, catch=(Exception,), callbacks=[progress])
             except Interrupted as e:
                 requeue_interrupted(study)
                 print(f"hpsearch: trial checkpointed and re-queued; run the same command again to resume "
@@ -123,6 +140,17 @@ def run_worker(spec: Spec, study: optuna.Study, data_dir: str | None = None, art
                 return 128 + e.signum
             checkpoints.apply_retention(study)
     return 0
+
+
+def _guard(objective: Objective, target: int):
+    def guarded(trial: optuna.Trial) -> float:
+        if is_surplus(trial.study.get_trials(deepcopy=False), trial.number, target):
+            trial.set_user_attr("surplus", True)
+            trial.set_user_attr("reason", f"surplus: the study already had {target} trials when it started")
+            raise Surplus(f"trial {trial.number} is not needed: other workers filled the target")
+        return objective(trial)
+
+    return guarded
 
 
 def requeue_interrupted(study: optuna.Study) -> None:

@@ -1,0 +1,216 @@
+"""Many workers on one storage, killed workers, interrupted runs and checkpoint retention: real processes
+against the real PostgreSQL, MariaDB and Redis services (see tests/services.py), SQLite and journal files."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from services import service_url, unique
+
+from hpsearch.storage import open_storage
+
+pytestmark = pytest.mark.slow
+
+SPEC = """
+[study]
+name = "{name}"
+seed = 0
+n_trials = {n_trials}
+
+[data]
+dataset = "synthetic"
+image_size = 28
+channels = 1
+num_classes = 4
+n_images = {n_images}
+
+[train]
+max_epochs = {epochs}
+eval_every = 1.0
+device = "cpu"
+
+[sampler]
+name = "random"
+
+[pruner]
+name = "{pruner}"
+
+[space]
+arch = "lenet"
+lr = {{ low = 1e-3, high = 0.02, log = true }}
+batch_size = 64
+optimizer = "adamw"
+"""
+
+
+def spec_file(tmp_path: Path, name: str, n_trials: int, n_images: int = 400, epochs: int = 2,
+              pruner: str = "none") -> Path:
+    p = tmp_path / f"{name}.toml"
+    p.write_text(textwrap.dedent(SPEC.format(name=name, n_trials=n_trials, n_images=n_images, epochs=epochs,
+                                             pruner=pruner)))
+    return p
+
+
+def hpsearch(*args: str, cwd: Path, **kw) -> subprocess.Popen:
+    env = os.environ | {"PYTHONWARNINGS": "ignore", "HPSEARCH_NO_LIVE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "hpsearch.cli", *args], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
+
+
+def finish(p: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
+    out, _ = p.communicate(timeout=timeout)
+    return p.returncode, out
+
+
+def storage(url: str):
+    return open_storage(url, heartbeat=None)
+
+
+def check_study(url: str, name: str, n_trials: int, epochs: int = 2) -> list:
+    study = optuna.load_study(study_name=name, storage=storage(url))
+    trials = study.get_trials()
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    counted = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+               or (t.state == TrialState.FAIL and t.number not in retried and not t.user_attrs.get("surplus"))]
+    assert len(counted) == n_trials, [(t.number, t.state.name) for t in trials]
+    assert len({t.number for t in trials}) == len(trials), "no duplicate trial numbers"
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    for t in trials:
+        if t.state == TrialState.COMPLETE:
+            assert sorted(t.intermediate_values) == list(range(1, epochs + 1)), (t.number, t.intermediate_values)
+    return trials
+
+
+def cleanup(url: str, name: str) -> None:
+    with contextlib.suppress(Exception):
+        optuna.delete_study(study_name=name, storage=storage(url))
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "mysql", "redis"])
+def test_workers_share_a_study_on_a_server(kind, tmp_path):
+    url = service_url(kind)
+    name = unique(f"w-{kind}")
+    try:
+        p = hpsearch("run", str(spec_file(tmp_path, name, n_trials=8)), "--storage", url, "--workers",
+                     "4" if kind == "postgresql" else "2", cwd=tmp_path)
+        code, out = finish(p)
+        assert code == 0, out
+        check_study(url, name, 8)
+    finally:
+        cleanup(url, name)
+
+
+@pytest.mark.parametrize("scheme", ["sqlite", "journal"])
+def test_workers_share_a_study_in_a_file(scheme, tmp_path):
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}" if scheme == "sqlite" else f"journal:///{tmp_path / 'study.log'}"
+    p = hpsearch("run", str(spec_file(tmp_path, "files", n_trials=6)), "--storage", url, "--workers", "3",
+                 cwd=tmp_path)
+    code, out = finish(p)
+    assert code == 0, out
+    check_study(url, "files", 6)
+
+
+def wait_for(pred, timeout: float, what: str):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_killed_worker_trial_is_retried_and_resumes_from_its_checkpoint(tmp_path):
+    url = service_url("postgresql")
+    name = unique("kill")
+    spec = spec_file(tmp_path, name, n_trials=5, n_images=2400, epochs=4)
+    hb = ["--heartbeat-interval", "1", "--grace-period", "3", "--artifacts", str(tmp_path / "art")]
+    try:
+        # the first worker creates the study; the second joins it with no spec file
+        a = hpsearch("run", str(spec), "--storage", url, *hb, cwd=tmp_path)
+        wait_for(lambda: name in optuna.get_all_study_names(url), 60, "the study")
+        b = hpsearch("worker", "--storage", url, "--study", name, *hb, cwd=tmp_path)
+
+        def victim():
+            for t in optuna.load_study(study_name=name, storage=url).get_trials(states=(TrialState.RUNNING,)):
+                pid = int(t.user_attrs.get("worker", ":0").split(":")[1])
+                if pid == b.pid and "checkpoint" in t.user_attrs and len(t.intermediate_values) >= 1:
+                    return t
+            return None
+
+        killed = wait_for(victim, 180, "a checkpointed trial of worker b")
+        os.kill(b.pid, signal.SIGKILL)
+        b.wait()
+        code, out = finish(a)
+        assert code == 0, out
+        trials = check_study(url, name, 5, epochs=4)
+        by_number = {t.number: t for t in trials}
+        assert by_number[killed.number].state == TrialState.FAIL
+        retries = [t for t in trials if t.user_attrs.get("resumed_from_trial") == killed.number]
+        assert len(retries) == 1, out
+        r = retries[0]
+        assert r.state == TrialState.COMPLETE
+        assert r.user_attrs["resumed_at_epoch"] >= 1
+        assert r.params == killed.params
+        # the learning curve is continuous: the epochs before the checkpoint carry over, not retrained
+        for step, value in killed.intermediate_values.items():
+            if step <= r.user_attrs["resumed_at_epoch"]:
+                assert r.intermediate_values[step] == value
+        assert f"resuming trial {killed.number} at epoch" in out
+    finally:
+        cleanup(url, name)
+
+
+def test_ctrl_c_checkpoints_and_the_rerun_resumes(tmp_path):
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    spec = spec_file(tmp_path, "intr", n_trials=3, n_images=3000, epochs=4)
+    art = ["--artifacts", str(tmp_path / "art")]
+    p = hpsearch("run", str(spec), "--storage", url, *art, cwd=tmp_path)
+
+    def checkpointed():
+        try:
+            s = optuna.load_study(study_name="intr", storage=url)
+        except KeyError:
+            return None
+        return [t for t in s.get_trials(states=(TrialState.RUNNING,)) if "checkpoint" in t.user_attrs]
+
+    wait_for(checkpointed, 180, "a checkpointed running trial")
+    p.send_signal(signal.SIGINT)
+    code, out = finish(p)
+    assert code == 130, out
+    assert "checkpointed and re-queued" in out and "Traceback" not in out
+    study = optuna.load_study(study_name="intr", storage=url)
+    assert [t.state for t in study.trials].count(TrialState.WAITING) == 1
+
+    code, out = finish(hpsearch("run", str(spec), "--storage", url, *art, cwd=tmp_path))
+    assert code == 0, out
+    trials = check_study(url, "intr", 3, epochs=4)
+    resumed = [t for t in trials if "resumed_from_trial" in t.user_attrs]
+    assert len(resumed) == 1 and resumed[0].user_attrs["resumed_at_epoch"] >= 1
+
+
+def test_checkpoint_retention_keeps_only_the_best(tmp_path):
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    spec = spec_file(tmp_path, "keep", n_trials=6, pruner="median")
+    art = tmp_path / "art"
+    code, out = finish(hpsearch("run", str(spec), "--storage", url, "--artifacts", str(art), "--keep-best", "2",
+                                cwd=tmp_path))
+    assert code == 0, out
+    study = optuna.load_study(study_name="keep", storage=url)
+    complete = sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.value, reverse=True)
+    kept = {t.user_attrs["checkpoint"] for t in complete[:2]}
+    on_disk = {f.name for f in art.rglob("*") if f.is_file()}
+    assert on_disk == kept, (on_disk, kept)
+    status = subprocess.run([sys.executable, "-m", "hpsearch.cli", "status", "--storage", url, "--artifacts",
+                             str(art)], capture_output=True, text=True)
+    assert "checkpoints use" in status.stdout
