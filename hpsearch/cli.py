@@ -16,13 +16,21 @@ import optuna
 
 from hpsearch import __version__
 from hpsearch.errors import HpsearchError
-from hpsearch.progress import STATES, state_counts, summary
+from hpsearch.progress import state_counts, summary
 from hpsearch.space import describe
 from hpsearch.spec import load_spec
 from hpsearch.storage import mask_secrets, mask_url, open_storage, resolve_url
 from hpsearch.study import load_study
 
 STORAGE_HELP = "Storage URL (default: $HPSEARCH_STORAGE or sqlite:///hpsearch.db)."
+
+
+class QuietOptuna(logging.Filter):
+    """Drops Optuna's records that hpsearch already reports in its own words."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return "failed with value None" not in msg and "Surplus(" not in msg
 
 
 class OneLineFormatter(logging.Formatter):
@@ -39,6 +47,7 @@ def setup_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     fmt = "[%(levelname)s %(name)s] %(message)s"
     handler.setFormatter(logging.Formatter(fmt) if verbose else OneLineFormatter(fmt))
+    handler.addFilter(QuietOptuna())
     optuna.logging.disable_default_handler()
     for name in ("optuna", "hpsearch"):
         lg = logging.getLogger(name)
@@ -229,7 +238,7 @@ def status(storage, study_name, artifacts, as_json) -> None:
                + (f"{used / 1e6:.1f} MB" if used is not None else "an object store"))
     for r in rows:
         best = f"best {r['best_value']:.2f}% (trial {r['best_trial']})" if r["best_value"] is not None else "no best yet"
-        counts = "  ".join(f"{s} {r['states'][s]}" for s in STATES)
+        counts = "  ".join(f"{s} {n}" for s, n in r["states"].items())
         click.echo(f"{r['study']}: {r['trials']} trials  {counts}  {best}")
         for x in r["resumed"]:
             click.echo(f"  trial {x['trial']} resumed trial {x['from_trial']} at epoch {x['at_epoch']}")

@@ -78,8 +78,12 @@ class Progress:
 
 
 def state_counts(trials: list[FrozenTrial]) -> dict[str, int]:
-    c = Counter(t.state.name for t in trials)
-    return {s: c.get(s, 0) for s in STATES}
+    """Trials by state; surplus starts (workers that raced for the last slot) are counted apart."""
+    c = Counter("SURPLUS" if t.user_attrs.get("surplus") else t.state.name for t in trials)
+    out = {s: c.get(s, 0) for s in STATES}
+    if c.get("SURPLUS"):
+        out["SURPLUS"] = c["SURPLUS"]
+    return out
 
 
 def summary(study: optuna.Study) -> str:

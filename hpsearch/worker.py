@@ -131,6 +131,7 @@ def run_worker(spec: Spec, study: optuna.Study, data_dir: str | None = None, art
                 print(f"data: {dataset.source}; {len(dataset.train_y)} train / {len(dataset.val_y)} val images; "
                       f"device {device}, precision {precision}", file=stream, flush=True)
                 objective = Objective(spec, dataset, device, precision, progress, checkpoints, flag)
+                continue  # loading took a while: count again before starting a trial
             try:
                 study.optimize(_guard(objective, target), n_trials=1, catch=(Exception,), callbacks=[progress])
             except Interrupted as e:

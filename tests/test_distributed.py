@@ -214,3 +214,55 @@ def test_checkpoint_retention_keeps_only_the_best(tmp_path):
     status = subprocess.run([sys.executable, "-m", "hpsearch.cli", "status", "--storage", url, "--artifacts",
                              str(art)], capture_output=True, text=True)
     assert "checkpoints use" in status.stdout
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_32_workers_lose_nothing(kind, tmp_path):
+    url = f"sqlite:///{tmp_path / 'load.db'}" if kind == "sqlite" else service_url(kind)
+    name = unique("load")
+    n_workers, n_trials, n_reports = 32, 2, 20
+    try:
+        optuna.create_study(study_name=name, storage=storage(url))
+        env = os.environ | {"PYTHONWARNINGS": "ignore"}
+        procs = [subprocess.Popen([sys.executable, str(Path(__file__).parent / "load_worker.py"), url, name,
+                                   str(n_trials), str(n_reports)], env=env, stderr=subprocess.PIPE, text=True)
+                 for _ in range(n_workers)]
+        errors = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
+        assert [e for e in errors if e[0] != 0] == [], "every worker exits cleanly"
+        trials = optuna.load_study(study_name=name, storage=storage(url)).get_trials()
+        assert len(trials) == n_workers * n_trials
+        assert all(t.state == TrialState.COMPLETE for t in trials)
+        lost = sum(n_reports - len(t.intermediate_values) for t in trials)
+        assert lost == 0, f"{lost} intermediate values lost"
+    finally:
+        cleanup(url, name)
+
+
+def test_postgres_restart_mid_study_loses_nothing(tmp_path):
+    url = service_url("postgresql")
+    versions = sorted(Path("/etc/postgresql").glob("*")) if Path("/etc/postgresql").is_dir() else []
+    if not versions or os.geteuid() != 0:
+        pytest.skip("needs root and a local PostgreSQL cluster to restart")
+    name = unique("restart")
+    spec = spec_file(tmp_path, name, n_trials=4, n_images=2400, epochs=4)
+    try:
+        p = hpsearch("run", str(spec), "--storage", url, "--workers", "2", "--artifacts", str(tmp_path / "art"),
+                     cwd=tmp_path)
+
+        def training():
+            try:
+                trials = optuna.load_study(study_name=name, storage=storage(url)).get_trials()
+            except Exception:
+                return False
+            return any(t.intermediate_values for t in trials if t.state == TrialState.RUNNING)
+
+        wait_for(training, 180, "a training trial")
+        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1].name, "main", "restart"],
+                       check=True, timeout=120)
+        code, out = finish(p)
+        assert code == 0, out
+        check_study(url, name, 4, epochs=4)
+        assert not any(t.state == TrialState.FAIL for t in optuna.load_study(
+            study_name=name, storage=storage(url)).get_trials()), "no trial failed over the restart"
+    finally:
+        cleanup(url, name)
