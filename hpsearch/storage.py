@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass
 
 import optuna
@@ -124,7 +125,9 @@ def open_storage(url: str, heartbeat: Heartbeat | None = DEFAULT_HEARTBEAT, retr
     ``heartbeat`` applies to RDB storages; ``retry_s`` bounds how long a transient outage is ridden out.
     """
     try:
-        inner = _build(url, heartbeat)
+        with warnings.catch_warnings():  # Optuna marks heartbeat, journal-redis and gRPC "experimental"
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            inner = _build(url, heartbeat)
     except SpecError:
         raise
     except ImportError as e:

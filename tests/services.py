@@ -24,19 +24,28 @@ def reachable(kind: str) -> bool:
         return False
 
 
+DRIVERS = {"postgresql": "psycopg", "mysql": "pymysql", "redis": "redis", "grpc": "grpc"}
+
+
+def unavailable(msg: str) -> None:
+    """Skips outside CI; under CI=true a missing service or driver is a failure, never a silent skip."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(msg + " (CI must provide it)")
+    pytest.skip(msg)
+
+
+def need_driver(kind: str) -> None:
+    try:
+        __import__(DRIVERS[kind])
+    except ImportError:
+        unavailable(f"the {DRIVERS[kind]} package is not installed (pip install -e '.[dev]')")
+
+
 def service_url(kind: str) -> str:
     """The service's URL, or skip (outside CI) / fail (under CI=true) when it is down."""
     if not reachable(kind):
-        msg = f"{kind} is not reachable on 127.0.0.1:{PORTS[kind]}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg + " (CI must start it)")
-        pytest.skip(msg)
-    if kind == "postgresql":
-        pytest.importorskip("psycopg")
-    if kind == "mysql":
-        pytest.importorskip("pymysql")
-    if kind == "redis":
-        pytest.importorskip("redis")
+        unavailable(f"{kind} is not reachable on 127.0.0.1:{PORTS[kind]}")
+    need_driver(kind)
     return URLS[kind]
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from services import service_url, unique
+from services import need_driver, service_url, unique
 
 from hpsearch.storage import open_storage
 
@@ -266,3 +266,36 @@ def test_postgres_restart_mid_study_loses_nothing(tmp_path):
             study_name=name, storage=storage(url)).get_trials()), "no trial failed over the restart"
     finally:
         cleanup(url, name)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_grpc_proxy_serves_workers(tmp_path):
+    need_driver("grpc")
+    port = free_port()
+    db = f"sqlite:///{tmp_path / 'behind-proxy.db'}"
+    server = hpsearch("storage", "serve", "--storage", db, "--port", str(port), cwd=tmp_path)
+    try:
+        url = f"grpc://127.0.0.1:{port}"
+
+        def up():
+            try:
+                open_storage(url, heartbeat=None)
+                return True
+            except Exception:
+                return False
+
+        wait_for(up, 60, "the gRPC proxy")
+        code, out = finish(hpsearch("run", str(spec_file(tmp_path, "viagrpc", n_trials=4)), "--storage", url,
+                                    "--workers", "2", cwd=tmp_path))
+        assert code == 0, out
+        check_study(db, "viagrpc", 4)  # the trials landed in the database behind the proxy
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
