@@ -262,6 +262,76 @@ def best(storage, study_name, as_json) -> None:
         click.echo(summary(study))
 
 
+@cli.group("data")
+def data_group() -> None:
+    """Dataset utilities."""
+
+
+@data_group.command("prepare")
+@click.argument("kind", type=click.Choice(["imagefolder"]))
+@click.argument("root", type=click.Path(file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Cache folder to write.")
+@click.option("--size", type=click.IntRange(min=8, max=1024), default=64, show_default=True,
+              help="Side of the cached images (shorter-side resize + center crop).")
+@click.option("--classes", help="A class count (the first N, sorted) or comma-separated class folder names.")
+@click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+              help="Fraction of each class's images.")
+@click.option("--val-fraction", type=click.FloatRange(0, 0.9, min_open=True), default=0.1, show_default=True,
+              help="Held out of train/ when the tree has no val/.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Decoding processes (0: in this process).")
+def data_prepare(kind, root, out, size, classes, fraction, val_fraction, seed, workers) -> None:
+    """Decode an ImageFolder tree once into a low-resolution cache (resumable)."""
+    from hpsearch.data.cache import prepare_cache
+
+    parsed = None
+    if classes:
+        parsed = int(classes) if classes.strip().isdigit() else [c.strip() for c in classes.split(",") if c.strip()]
+    info = prepare_cache(root, out, size, parsed, fraction, val_fraction, seed, workers, progress=True)
+    click.echo(f"cache {info.path}: {info.n_train} train + {info.n_val} val images of {len(info.classes)} classes "
+               f"at {info.size} px; {info.skipped} unreadable skipped; {info.seconds:.1f} s")
+
+
+@cli.command()
+@click.option("--storage", help=STORAGE_HELP)
+@click.option("--study", "study_name", required=True, help="Study name.")
+@click.option("--trial", "trial_number", type=click.IntRange(min=0), help="Trial to retrain (default: the best).")
+@click.option("--epochs", type=click.IntRange(min=1), help="Epochs (default: the study's train.max_epochs).")
+@click.option("--device", callback=_check_device, help="auto, cpu, cuda or cuda:N.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the dataset files.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Model file to write.")
+def retrain(storage, study_name, trial_number, epochs, device, data_dir, output) -> None:
+    """Retrain a trial's configuration on train+val, test it once, and write a model file."""
+    from hpsearch.retrain import retrain as do_retrain
+
+    study = load_study(open_storage(resolve_url(storage), heartbeat=None), study_name)
+    do_retrain(study, output, trial_number, epochs, device, data_dir)
+
+
+@cli.command()
+@click.option("--model", "model_file", required=True, type=click.Path(dir_okay=False), help="A model file.")
+@click.argument("inputs", nargs=-1, required=True, metavar="IMAGE_OR_DIR...")
+@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--device", callback=_check_device, default="cpu", show_default=True)
+def predict(model_file, inputs, top_k, as_json, device) -> None:
+    """Classify images (files or folders) with a model file written by `retrain`."""
+    from hpsearch.device import resolve_device
+    from hpsearch.predict import predict as do_predict
+
+    preds, skipped = do_predict(model_file, list(inputs), top_k, str(resolve_device(device)))
+    if as_json:
+        click.echo(json.dumps({"predictions": [{"path": p.path, "top": [{"class": c, "probability": v}
+                                                                         for c, v in p.top]} for p in preds],
+                               "skipped": skipped}, indent=2))
+    else:
+        for p in preds:
+            click.echo(f"{p.path}: " + ", ".join(f"{c} {v:.3f}" for c, v in p.top))
+    if not preds:
+        raise HpsearchError(f"no readable image among {len(skipped)} input(s)")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: runs the CLI and turns every error into one line and an exit code."""
     args = sys.argv[1:] if argv is None else argv

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from hpsearch.errors import SpecError
-from hpsearch.models import get_model_entry, list_models
+from hpsearch.models import get_model_entry, is_known_model, list_models
 from hpsearch.params import Param
 
-DATASETS = ("fashion-mnist", "mnist", "fashion-mnist-sample", "cifar10", "cifar100", "synthetic")
+DATASETS = ("fashion-mnist", "mnist", "fashion-mnist-sample", "cifar10", "cifar100", "imagefolder", "synthetic")
 DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES = ("onecycle", "linear", "constant")
@@ -28,13 +28,16 @@ STUDY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 def global_params() -> dict[str, Param]:
     """The training parameters every study has, with their defaults (used when the space omits them)."""
     return {
-        "arch": Param("str", "resnet", choices=tuple(list_models()), help="registered architecture"),
+        "arch": Param("str", "resnet", help="a registered architecture, or tv:<torchvision model>"),
         "lr": Param("float", 0.05, low=1e-7, high=10.0, help="peak learning rate"),
         "batch_size": Param("int", 128, low=1, high=16384, help="images per step"),
         "weight_decay": Param("float", 5e-4, low=0.0, high=1.0, help="decoupled for adamw, L2 for sgd"),
         "optimizer": Param("str", "sgd", choices=("sgd", "adamw"), help="sgd uses Nesterov momentum 0.9"),
         "label_smoothing": Param("float", 0.0, low=0.0, high=0.5),
         "aug_strength": Param("float", 0.0, low=0.0, high=1.0, help="0 = no augmentation"),
+        # fidelities: train on a fraction of the training images, at a lower resolution (0 = native)
+        "fraction": Param("float", 1.0, low=0.001, high=1.0, help="of the training images, per trial"),
+        "image_size": Param("int", 0, low=0, high=1024, help="resize images to this side (0 = native)"),
     }
 
 
@@ -56,7 +59,10 @@ class DataSpec:
     root: str | None = None
     val_fraction: float = 1 / 6  # of the training set, held out for validation (10k of Fashion-MNIST's 60k)
     val_size: int | None = None  # overrides val_fraction when set
-    # synthetic only
+    # imagefolder only: a class count or names, a fraction of each class's images (scan time)
+    classes: int | tuple[str, ...] | None = None
+    fraction: float = 1.0
+    # synthetic and imagefolder: image side in px (imagefolder default 64, synthetic 32)
     image_size: int = 32
     channels: int = 3
     num_classes: int = 10
@@ -273,6 +279,20 @@ def _parse_data(raw: Any) -> DataSpec:
     val_fraction = t.number("val_fraction", 1 / 6, low=0, high=0.9, low_open=True)
     val_size = t.number("val_size", None, low=1, integer=True)
     kw: dict[str, Any] = {}
+    if dataset == "imagefolder":
+        if root is None:
+            raise SpecError("`data.root` is missing; imagefolder needs the folder holding train/ (or a cache made "
+                            "by `hpsearch data prepare`)")
+        classes = t.get("classes", (int, list))
+        if isinstance(classes, int) and classes < 1:
+            raise SpecError(f"`data.classes` is {classes}, but must be ≥ 1 (a count) or a list of folder names")
+        if isinstance(classes, list):
+            if not classes or not all(isinstance(c, str) and c for c in classes):
+                raise SpecError("`data.classes` must be a count or a non-empty list of folder names")
+            classes = tuple(classes)
+        kw["classes"] = classes
+        kw["fraction"] = float(t.number("fraction", 1.0, low=0, high=1, low_open=True))
+        kw["image_size"] = t.number("image_size", 64, low=8, high=1024, integer=True)
     if dataset == "synthetic":
         kw["image_size"] = t.number("image_size", 32, low=8, high=1024, integer=True)
         kw["channels"] = t.number("channels", 3, low=1, high=4, integer=True)
@@ -367,6 +387,10 @@ def _parse_space(raw: Any) -> tuple[Dimension, ...]:
             for k, p in gp.items()}
     arch_dim = dims["arch"]
     archs = arch_dim.choices if arch_dim.choices is not None else (arch_dim.value,)
+    for a in archs:
+        if not is_known_model(a):
+            raise SpecError(f"`space.arch`: {a!r} is not an architecture; registered: {', '.join(list_models())}, "
+                            "or tv:<name> for a torchvision model (e.g. tv:resnet18)")
     out = list(dims.values())
     for k in sorted(t.data):
         if k in list_models():

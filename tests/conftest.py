@@ -43,6 +43,7 @@ arch = "lenet"
 lr = {lr}
 batch_size = 64
 optimizer = "{optimizer}"
+weight_decay = {weight_decay}
 """
 
 
@@ -61,8 +62,9 @@ def write_spec(tmp_path: Path):
 @pytest.fixture
 def synthetic_spec(write_spec):
     def make(name: str = "synth", n_trials: int = 6, lr: str = "{ low = 1e-4, high = 0.05, log = true }",
-             optimizer: str = "adamw") -> Path:
-        text = SYNTHETIC_STUDY.format(name=name, n_trials=n_trials, lr=lr, optimizer=optimizer)
+             optimizer: str = "adamw", weight_decay: float = 5e-4) -> Path:
+        text = SYNTHETIC_STUDY.format(name=name, n_trials=n_trials, lr=lr, optimizer=optimizer,
+                                      weight_decay=weight_decay)
         return write_spec(text, f"{name}.toml")
 
     return make

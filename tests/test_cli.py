@@ -70,7 +70,8 @@ def test_run_persists_a_pruned_study(tmp_path, synthetic_spec, cli):
 
 
 def test_diverging_lr_is_pruned_and_the_study_completes(tmp_path, synthetic_spec, cli):
-    spec = synthetic_spec(name="div", n_trials=2, lr="10.0", optimizer="sgd")
+    # SGD with lr 10 and weight decay 1 multiplies every weight by -9 per step: the loss turns NaN
+    spec = synthetic_spec(name="div", n_trials=2, lr="10.0", optimizer="sgd", weight_decay=1.0)
     r = cli("run", str(spec), "--storage", storage(tmp_path), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     study = optuna.load_study(study_name="div", storage=storage(tmp_path))

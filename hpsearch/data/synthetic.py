@@ -13,13 +13,19 @@ import torch
 import torch.nn.functional as F
 
 
-def make_synthetic(n: int, size: int, channels: int, num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Returns ``n`` images (N, C, H, W) uint8 and labels (N,) uint8/int64, balanced over classes."""
+def make_synthetic(n: int, size: int, channels: int, num_classes: int, seed: int,
+                   sample_seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Returns ``n`` images (N, C, H, W) uint8 and labels (N,) int64, balanced over classes.
+
+    The class templates depend on ``seed`` only; the samples on ``sample_seed`` (default: ``seed``), so a
+    test split drawn with another sample seed comes from the same distribution.
+    """
     g = torch.Generator().manual_seed(seed)
     coarse = max(2, size // 6)
     templates = F.interpolate(torch.randn(num_classes, channels, coarse, coarse, generator=g), size=(size, size),
                               mode="bicubic", align_corners=False)  # (K, C, H, W)
     templates = templates / templates.flatten(1).std(1).view(-1, 1, 1, 1)
+    g = torch.Generator().manual_seed(seed if sample_seed is None else sample_seed)
     y = torch.arange(n) % num_classes
     y = y[torch.randperm(n, generator=g)]
     out = torch.empty(n, channels, size, size, dtype=torch.uint8)
