@@ -48,9 +48,12 @@ MODEL = MODELS["resnet"]  # set from --model in main()
 # ---- the JPEG folder ---------------------------------------------------------------------------------------
 
 
+JPEG_SIDE = (80, 113)  # px range per side; --imagenet-size uses ImageNet's typical 300-500 px
+
+
 def synth_image(rng: np.random.Generator, label: int) -> np.ndarray:
-    """(H, W, 3) uint8, 80-112 px per side: a gradient background and a class-shaped, class-coloured object."""
-    h, w = (int(v) for v in rng.integers(80, 113, 2))
+    """(H, W, 3) uint8, sides in JPEG_SIDE: a gradient background and a class-shaped, class-coloured object."""
+    h, w = (int(v) for v in rng.integers(*JPEG_SIDE, 2))
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     yy, xx = yy / h, xx / w  # [0, 1)
     angle = rng.uniform(0, 2 * np.pi)
@@ -141,7 +144,7 @@ def folder_arm(train_dir: Path, n_train: int, cfg: TrainConfig, workers: int, de
 
 
 def main() -> None:
-    global MODEL
+    global MODEL, JPEG_SIDE
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="200 images, one repeat, one worker count: a smoke run")
     ap.add_argument("--images", type=int, default=10000)
@@ -151,10 +154,14 @@ def main() -> None:
     ap.add_argument("--cache-workers", type=int, default=min(8, os.cpu_count() or 1),
                     help="decoding processes for prepare_cache")
     ap.add_argument("--device", default="cpu", help="training device for both arms (cpu, cuda)")
+    ap.add_argument("--imagenet-size", action="store_true",
+                    help="generate 300-500 px JPEGs (ImageNet's typical size) instead of 80-112 px ones")
     ap.add_argument("--model", default="resnet", choices=sorted(MODELS),
                     help="resnet (depth 8, width 16: conv-bound on a CPU) or lenet (loader-bound)")
     args = ap.parse_args()
     MODEL = MODELS[args.model]
+    if args.imagenet_size:
+        JPEG_SIDE = (300, 501)
     n_images, repeats = (200, 1) if args.quick else (args.images, args.repeats)
     device = torch.device(args.device)
     cfg = TrainConfig(lr=0.05, batch_size=args.batch_size, weight_decay=5e-4, optimizer="sgd", label_smoothing=0.0,
@@ -194,7 +201,8 @@ def main() -> None:
           f"train images, batch {args.batch_size}, {device}, median of {repeats}]")
     path = write_result("imagefolder_cache", {
         "quick": args.quick, "images": n_files, "train_images": info.n_train, "size": SIZE,
-        "model": {"name": MODEL[0], **MODEL[1]}, "batch_size": args.batch_size, "device": str(device),
+        "model": {"name": MODEL[0], **MODEL[1]}, "jpeg_side_px": list(JPEG_SIDE), "batch_size": args.batch_size,
+        "device": str(device),
         "repeats": repeats, "prepare_s": info.seconds, "prepare_workers": args.cache_workers,
         "cache_img_s": hp, "folder_img_s": tb, "ratio": hp / tb, "break_even_epochs": break_even if epoch_saving_s > 0 else None,
         "cache_runs": cache_runs, "folder_runs": folder_runs, "folder_best_workers": best_workers,
