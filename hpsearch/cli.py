@@ -262,6 +262,27 @@ def best(storage, study_name, as_json) -> None:
         click.echo(summary(study))
 
 
+@cli.command()
+@click.option("--storage", help=STORAGE_HELP)
+@click.option("--artifacts", help="Artifact store the workers used (default: $HPSEARCH_ARTIFACTS or "
+              "./hpsearch-artifacts).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (0.0.0.0: all).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+def dashboard(storage, artifacts, host, port) -> None:
+    """Serve optuna-dashboard on the study storage, with checkpoints and trial artifacts viewable."""
+    import optuna_dashboard
+
+    from hpsearch.checkpoint import open_artifact_store
+
+    url = resolve_url(storage)
+    st = open_storage(url, heartbeat=None)
+    if host in ("0.0.0.0", "::"):
+        click.echo(f"warning: the dashboard listens on all interfaces ({host}); anyone who can reach port "
+                   f"{port} can read and change the studies", err=True)
+    click.echo(f"optuna-dashboard for {mask_url(url)} on http://{host}:{port}/ (Ctrl-C to stop)", err=True)
+    optuna_dashboard.run_server(st, host=host, port=port, artifact_store=open_artifact_store(artifacts))
+
+
 @cli.group("data")
 def data_group() -> None:
     """Dataset utilities."""

@@ -17,6 +17,7 @@ from typing import Any
 import optuna
 import torch
 
+from hpsearch import trial_artifacts
 from hpsearch.checkpoint import Checkpoints, predecessor_checkpoint
 from hpsearch.data.base import Dataset
 from hpsearch.data.loader import DeviceData
@@ -148,12 +149,16 @@ class Objective:
             self._record(trial, reporter, t0, reason=f"{type(e).__name__}: {summary}"[:500])
             log.debug("trial %d failed", trial.number, exc_info=True)
             raise
+        else:
+            attrs = self._record(trial, reporter, t0, images_per_s=result.images_per_s)
+            if self.checkpoints is not None:
+                trial_artifacts.record(trial, self.checkpoints.store, model, data, ds.classes, values, attrs,
+                                       cfg.eval_batch_size, self.precision, seed)
+            return result.top1
         finally:
             del model
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
-        self._record(trial, reporter, t0, images_per_s=result.images_per_s)
-        return result.top1
 
     def _resume_state(self, trial: optuna.Trial, reporter: Reporter) -> dict | None:
         """For a retried trial: its predecessor's newest checkpoint, with the learning curve carried over."""
@@ -179,7 +184,7 @@ class Objective:
         return state
 
     def _record(self, trial: optuna.Trial, reporter: Reporter, t0: float, reason: str | None = None,
-                images_per_s: float | None = None) -> None:
+                images_per_s: float | None = None) -> dict[str, Any]:
         p = reporter.last
         attrs = {
             "val_top1": p.top1 if p else None,
@@ -192,3 +197,4 @@ class Objective:
             attrs["reason"] = reason
         for k, v in attrs.items():
             trial.set_user_attr(k, v)
+        return attrs

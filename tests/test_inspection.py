@@ -1,0 +1,133 @@
+"""What a user inspects: each completed trial's artifacts (checkpoint, confusion matrix, per-class accuracy,
+augmentation preview) and note, downloadable through Optuna's artifact API and served by `hpsearch dashboard`."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import optuna
+import pytest
+from optuna.artifacts import FileSystemArtifactStore, download_artifact
+from optuna.trial import TrialState
+from optuna_dashboard._note import get_note_from_system_attrs
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory):
+    """A small study run through the real CLI with an artifact store."""
+    tmp = tmp_path_factory.mktemp("insp")
+    spec = tmp / "s.toml"
+    spec.write_text("""
+[study]
+name = "insp"
+n_trials = 4
+[data]
+dataset = "synthetic"
+image_size = 28
+channels = 1
+num_classes = 4
+n_images = 400
+[train]
+max_epochs = 2
+eval_every = 1.0
+device = "cpu"
+[pruner]
+name = "none"
+[space]
+arch = "lenet"
+lr = { low = 1e-3, high = 1e-2, log = true }
+optimizer = "adamw"
+aug_strength = 0.6
+""")
+    db = f"sqlite:///{tmp / 'db.sqlite'}"
+    r = subprocess.run([sys.executable, "-m", "hpsearch.cli", "run", str(spec), "--storage", db, "--artifacts",
+                        str(tmp / "art"), "--keep-best", "4"], capture_output=True, text=True, cwd=tmp, timeout=600)
+    assert r.returncode == 0, r.stderr
+    return tmp, db
+
+
+def test_completed_trials_carry_artifacts_and_a_note(finished_study, tmp_path):
+    tmp, db = finished_study
+    store = FileSystemArtifactStore(str(tmp / "art"))
+    study = optuna.load_study(study_name="insp", storage=db)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 4
+    for t in complete:
+        ids = t.user_attrs["artifacts"]
+        for name, artifact_id in ids.items():
+            out = tmp_path / f"{t.number}-{name}"
+            download_artifact(artifact_store=store, file_path=str(out), artifact_id=artifact_id)
+            if name.endswith(".png"):
+                with Image.open(out) as img:
+                    assert img.size[0] > 50 and img.size[1] > 20, name
+            else:
+                per_class = json.loads(out.read_text())["classes"]
+                assert len(per_class) == 4 and sum(c["images"] for c in per_class) == 67, "the validation images"
+        ckpt = tmp_path / f"{t.number}.pt"
+        download_artifact(artifact_store=store, file_path=str(ckpt), artifact_id=t.user_attrs["checkpoint"])
+        assert ckpt.stat().st_size > 1000
+        note = get_note_from_system_attrs(study._storage.get_study_system_attrs(study._study_id), t._trial_id)["body"]
+        assert "val Top-1" in note and "lenet" in note, "the markdown note is stored"
+
+
+def test_dashboard_serves_the_study_and_its_artifacts(finished_study):
+    tmp, db = finished_study
+    port = free_port()
+    env = os.environ | {"PYTHONWARNINGS": "ignore"}
+    p = subprocess.Popen([sys.executable, "-m", "hpsearch.cli", "dashboard", "--storage", db, "--artifacts",
+                          str(tmp / "art"), "--port", str(port)], env=env, cwd=tmp, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                studies = json.load(urllib.request.urlopen(f"{base}/api/studies", timeout=2))
+                break
+            except OSError:
+                time.sleep(0.3)
+        else:
+            pytest.fail("the dashboard did not answer")
+        assert [s["study_name"] for s in studies["study_summaries"]] == ["insp"]
+        study = optuna.load_study(study_name="insp", storage=db)
+        t = study.get_trials(states=(TrialState.COMPLETE,))[0]
+        sid = studies["study_summaries"][0]["study_id"]
+        png = urllib.request.urlopen(f"{base}/artifacts/{sid}/{t._trial_id}/"
+                                     f"{t.user_attrs['artifacts']['confusion_matrix.png']}", timeout=5).read()
+        assert Image.open(io.BytesIO(png)).format == "PNG"
+    finally:
+        p.terminate()
+        p.wait(timeout=30)
+    assert "127.0.0.1" in p.stderr.read()
+
+
+def test_dashboard_warns_on_all_interfaces(finished_study, tmp_path):
+    tmp, db = finished_study
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as err:
+        p = subprocess.Popen([sys.executable, "-m", "hpsearch.cli", "dashboard", "--storage", db, "--host",
+                              "0.0.0.0", "--port", str(free_port())], cwd=tmp, stderr=err, text=True)
+        try:
+            for _ in range(150):
+                if "on http://" in log.read_text():
+                    break
+                time.sleep(0.2)
+        finally:
+            p.terminate()
+            p.wait(timeout=30)
+    assert "warning: the dashboard listens on all interfaces (0.0.0.0)" in log.read_text()
