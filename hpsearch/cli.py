@@ -283,6 +283,35 @@ def dashboard(storage, artifacts, host, port) -> None:
     optuna_dashboard.run_server(st, host=host, port=port, artifact_store=open_artifact_store(artifacts))
 
 
+@cli.command()
+@click.option("--storage", help=STORAGE_HELP)
+@click.option("--study", "study_name", required=True, help="Study name.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="HTML file (default: dashboards/<study>.html).")
+@click.option("--dashboard", "layout", default="overview", show_default=True,
+              help="Layout: a name in dashboards/ or a path to a .toml file.")
+def report(storage, study_name, output, layout) -> None:
+    """Write a self-contained HTML report of a study (plotly.js embedded: it opens offline)."""
+    from hpsearch.report import write_report
+
+    url = resolve_url(storage)
+    study = load_study(open_storage(url, heartbeat=None), study_name)
+    path = write_report(study, output or f"dashboards/{study_name}.html", layout, storage_url=url)
+    click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.option("--storage", help=STORAGE_HELP)
+@click.option("--study", "study_name", required=True, help="Study name.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="FILE.csv or FILE.json.")
+def export(storage, study_name, output) -> None:
+    """Write one row per trial (state, value, parameters, attributes, times) as CSV or JSON."""
+    from hpsearch.export import export_trials
+
+    url = resolve_url(storage)
+    study = load_study(open_storage(url, heartbeat=None), study_name)
+    click.echo(f"wrote {export_trials(study, output, storage_url=url)}")
+
+
 @cli.group("data")
 def data_group() -> None:
     """Dataset utilities."""
