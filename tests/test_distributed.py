@@ -297,5 +297,9 @@ def test_grpc_proxy_serves_workers(tmp_path):
         assert code == 0, out
         check_study(db, "viagrpc", 4)  # the trials landed in the database behind the proxy
     finally:
-        server.send_signal(signal.SIGINT)
-        server.wait(timeout=30)
+        server.terminate()  # SIGTERM: SIGINT may be ignored when the tests run as a background job
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
