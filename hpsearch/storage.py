@@ -18,8 +18,10 @@ Passwords are masked in everything printed.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -28,7 +30,9 @@ import sqlalchemy
 from sqlalchemy.engine import make_url
 
 from hpsearch.errors import SpecError, StorageError
-from hpsearch.storage_retry import RetryingStorage
+from hpsearch.storage_retry import RetryingStorage, is_transient
+
+log = logging.getLogger("hpsearch")
 
 DEFAULT_URL = "sqlite:///hpsearch.db"
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@")
@@ -124,17 +128,29 @@ def open_storage(url: str, heartbeat: Heartbeat | None = DEFAULT_HEARTBEAT, retr
 
     ``heartbeat`` applies to RDB storages; ``retry_s`` bounds how long a transient outage is ridden out.
     """
-    try:
-        with warnings.catch_warnings():  # Optuna marks heartbeat, journal-redis and gRPC "experimental"
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            inner = _build(url, heartbeat)
-    except SpecError:
-        raise
-    except ImportError as e:
-        raise StorageError(f"storage {mask_url(url)}: a driver is missing ({e}); install hpsearch[postgres], "
-                           "hpsearch[mysql] or hpsearch[redis]") from None
-    except Exception as e:  # sqlalchemy's OperationalError, driver errors, bad paths, refused connections
-        text = str(e).strip()
-        detail = mask_secrets(text.splitlines()[0] if text else type(e).__name__, url)
-        raise StorageError(f"cannot open storage {mask_url(url)}: {detail}") from None
+    # A server that is restarting refuses or drops connections for a few seconds: retry those at start too,
+    # for up to $HPSEARCH_CONNECT_RETRY_S seconds (default 30), then fail with one line.
+    deadline = time.monotonic() + float(os.environ.get("HPSEARCH_CONNECT_RETRY_S", "30"))
+    delay = 0.5
+    while True:
+        try:
+            with warnings.catch_warnings():  # Optuna marks heartbeat, journal-redis and gRPC "experimental"
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                inner = _build(url, heartbeat)
+            break
+        except SpecError:
+            raise
+        except ImportError as e:
+            raise StorageError(f"storage {mask_url(url)}: a driver is missing ({e}); install hpsearch[postgres], "
+                               "hpsearch[mysql] or hpsearch[redis]") from None
+        except Exception as e:  # sqlalchemy's OperationalError, driver errors, bad paths, refused connections
+            if is_transient(e) and time.monotonic() + delay < deadline:
+                log.warning("storage %s is not answering (%s); retrying in %.1f s", mask_url(url),
+                            type(e).__name__, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            text = str(e).strip()
+            detail = mask_secrets(text.splitlines()[0] if text else type(e).__name__, url)
+            raise StorageError(f"cannot open storage {mask_url(url)}: {detail}") from None
     return RetryingStorage(inner, max_wait=retry_s)

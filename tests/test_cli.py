@@ -118,6 +118,7 @@ def test_bad_spec_value_exits_2(write_spec, cli):
 
 
 def test_password_is_masked(cli):
-    r = cli("status", "--storage", "postgresql+psycopg://alice:s3cret-pw@127.0.0.1:1/none")
+    r = cli("status", "--storage", "postgresql+psycopg://alice:s3cret-pw@127.0.0.1:1/none",
+            env={"HPSEARCH_CONNECT_RETRY_S": "0"})
     assert r.returncode == 1
     assert "s3cret-pw" not in r.stderr + r.stdout and "alice:***@" in r.stderr
