@@ -78,6 +78,7 @@ class TrainSpec:
     schedule: str = "onecycle"
     warmup: float = 0.2  # fraction of all steps spent warming up
     eval_batch_size: int = 1024
+    max_trial_seconds: float | None = None  # wall seconds of training per trial; then pruned (time_limit)
 
 
 @dataclass(frozen=True)
@@ -313,8 +314,10 @@ def _parse_train(raw: Any) -> TrainSpec:
     schedule = t.choice("schedule", SCHEDULES, "onecycle")
     warmup = float(t.number("warmup", 0.2, low=0, high=0.9))
     eval_batch_size = t.number("eval_batch_size", 1024, low=1, high=65536, integer=True)
+    max_trial_seconds = t.number("max_trial_seconds", None, low=0, high=365 * 86400, low_open=True)
     t.done()
-    return TrainSpec(max_epochs, eval_every, device, precision, schedule, warmup, eval_batch_size)
+    return TrainSpec(max_epochs, eval_every, device, precision, schedule, warmup, eval_batch_size,
+                     None if max_trial_seconds is None else float(max_trial_seconds))
 
 
 def _parse_named(raw: Any, path: str, default: str, schemas: dict[str, dict[str, tuple]]):
