@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# GPU check (issue 6, item 6): on a CUDA machine, within about 8 minutes, prints
+#   1. training-loop throughput on the GPU, hpsearch vs the textbook DataLoader loop (benchmarks/loop_throughput.py)
+#   2. the airbench-style network: time to 94% val Top-1 on CIFAR-10 when --data-dir/$CIFAR_DIR holds
+#      cifar-10-batches-py/, else throughput on synthetic CIFAR-shaped data (benchmarks/gpu_airbench.py)
+#   3. a 16-trial Fashion-MNIST study (studies/fashion_mnist.toml): wall time and best val Top-1
+#   4. peak GPU memory (nvidia-smi, sampled every 0.5 s, plus PyTorch's allocator peaks)
+#   5. the GPU tests (tests/test_gpu.py: training on CUDA, a real CUDA OOM trial followed by a good one)
+# Usage: bash benchmarks/gpu_check.sh [RESULTS_DIR]   (FASHION_DIR / CIFAR_DIR: where the datasets lie)
+# Installs nothing beyond the project's own install; offline machines may carry wheels in .whl/.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+RES=${1:-benchmarks/results}
+mkdir -p "$RES"
+PY=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
+t_start=$(date +%s)
+step() { echo; echo "=== $* ($(( $(date +%s) - t_start )) s)"; }
+
+step "machine"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || { echo "no NVIDIA GPU"; exit 1; }
+$PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
+
+step "install (the project's own install)"
+if [ -d .whl ]; then
+  if ! $PY -m pip install -q --no-index --find-links .whl --no-build-isolation -e .; then
+    echo "editable install failed; falling back to the wheels on PYTHONPATH"
+    $PY -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl || exit 1
+    export PYTHONPATH=$PWD:/tmp/site
+  fi
+else
+  $PY -m pip install -q -e . || exit 1
+fi
+
+nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 500 > "$RES/gpu_mem_samples.txt" 2>/dev/null &
+smi=$!
+
+step "1. loop throughput on the GPU"
+timeout 170 $PY benchmarks/loop_throughput.py --device cuda --batch-size 512 --images 25000 --repeats 3 \
+  --workers 8 || echo "loop throughput: failed or timed out"
+cp benchmarks/results/loop_throughput_cuda.json "$RES/" 2>/dev/null
+
+step "2. airbench / CIFAR-10"
+timeout 90 $PY benchmarks/gpu_airbench.py ${CIFAR_DIR:+--data-dir "$CIFAR_DIR"} || echo "airbench: failed or timed out"
+cp benchmarks/results/gpu_airbench.json "$RES/" 2>/dev/null
+
+step "3. 16-trial Fashion-MNIST study"
+work=$(mktemp -d)
+t0=$(date +%s%N)
+timeout 240 $PY -m hpsearch.cli run studies/fashion_mnist.toml --n-trials 16 --device cuda \
+  ${FASHION_DIR:+--data-dir "$FASHION_DIR"} --storage "sqlite:///$work/fm.db" --artifacts "$work/art" \
+  > "$RES/fashion_mnist_study.log" 2>&1
+rc=$?
+t1=$(date +%s%N)
+tail -25 "$RES/fashion_mnist_study.log"
+echo "study exit $rc, wall $(( (t1 - t0) / 1000000 )) ms"
+$PY -m hpsearch.cli best --storage "sqlite:///$work/fm.db" --study fashion_mnist || true
+$PY -m hpsearch.cli export --storage "sqlite:///$work/fm.db" --study fashion_mnist -o "$RES/fashion_mnist_trials.json" || true
+
+step "5. GPU tests"
+timeout 150 $PY -m pytest tests/test_gpu.py -m gpu -q -p no:cacheprovider 2>&1 | tail -15
+
+kill $smi 2>/dev/null
+step "4. peak GPU memory"
+echo "peak nvidia-smi memory.used: $(sort -n "$RES/gpu_mem_samples.txt" | tail -1) MiB (whole GPU, sampled every 0.5 s)"
+echo "done in $(( $(date +%s) - t_start )) s"
