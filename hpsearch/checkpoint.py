@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -27,6 +28,16 @@ from hpsearch.errors import HpsearchError, SpecError
 log = logging.getLogger("hpsearch")
 ATTR = "checkpoint"  # trial user attribute: artifact id of the newest checkpoint
 DEFAULT_DIR = "hpsearch-artifacts"
+# Optuna names artifacts by uuid4; an id read from a (shared, writable) storage that is not a plain name, such as
+# '../x' or '/etc/x', could reach outside the artifact folder or bucket prefix: refused before any file access.
+ARTIFACT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+
+
+def check_artifact_id(artifact_id: object) -> str:
+    if not isinstance(artifact_id, str) or not ARTIFACT_ID_RE.match(artifact_id):
+        raise HpsearchError(f"artifact id {str(artifact_id)[:100]!r} is not valid; an id is a plain name of letters, "
+                            "digits, _ and - (as Optuna's uuid4 ids are)")
+    return artifact_id
 
 
 def open_artifact_store(location: str | None):
@@ -86,6 +97,7 @@ class Checkpoints:
 
     def load(self, artifact_id: str) -> dict:
         """Reads a checkpoint without unpickling objects; a foreign or damaged file raises HpsearchError."""
+        check_artifact_id(artifact_id)
         try:
             with self.store.open_reader(artifact_id) as f:
                 data = f.read()
@@ -103,7 +115,7 @@ class Checkpoints:
             return
         self._removed.add(artifact_id)
         try:
-            self.store.remove(artifact_id)
+            self.store.remove(check_artifact_id(artifact_id))
         except Exception as e:  # already gone, or a store hiccup: never fail a trial over clean-up
             log.debug("could not remove artifact %s: %s", artifact_id, e)
 

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import warnings
+from pathlib import Path
 
 import click
 import optuna
 
 from hpsearch import __version__
-from hpsearch.errors import HpsearchError
+from hpsearch.errors import HpsearchError, SpecError
 from hpsearch.progress import state_counts, summary
 from hpsearch.space import describe
 from hpsearch.spec import load_spec
@@ -30,7 +32,8 @@ class QuietOptuna(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()
-        return "failed with value None" not in msg and "Surplus(" not in msg
+        # a failed trial's own line (with its reason) comes from the progress output; the traceback from the log file
+        return "failed with value None" not in msg and "Surplus(" not in msg and "failed with parameters" not in msg
 
 
 class OneLineFormatter(logging.Formatter):
@@ -42,28 +45,44 @@ class OneLineFormatter(logging.Formatter):
         return super().format(record)
 
 
-def setup_logging(verbose: bool) -> None:
+def setup_logging(verbose: bool, log_file: str | None = None) -> None:
+    """Console: one line per problem (tracebacks with -v). ``log_file``: every record with its traceback
+    (failed trials' included), appended, one file that all local workers share."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     handler = logging.StreamHandler(sys.stderr)
     fmt = "[%(levelname)s %(name)s] %(message)s"
     handler.setFormatter(logging.Formatter(fmt) if verbose else OneLineFormatter(fmt))
+    handler.setLevel(logging.DEBUG if verbose else logging.WARNING)
     handler.addFilter(QuietOptuna())
+    handlers: list[logging.Handler] = [handler]
+    if log_file:
+        try:
+            fh = logging.FileHandler(log_file, encoding="utf-8")
+        except OSError as e:
+            raise click.BadParameter(f"cannot open {log_file!r}: {e.strerror}", param_hint="--log-file") from None
+        fh.setFormatter(logging.Formatter(f"%(asctime)s pid {os.getpid()} [%(levelname)s %(name)s] %(message)s"))
+        handlers.append(fh)
     optuna.logging.disable_default_handler()
     for name in ("optuna", "hpsearch"):
         lg = logging.getLogger(name)
-        lg.handlers[:] = [handler]
+        lg.handlers[:] = handlers
         lg.propagate = False
-        lg.setLevel(logging.DEBUG if verbose and name == "hpsearch" else logging.WARNING)
+        lg.setLevel(logging.DEBUG if (verbose or log_file) and name == "hpsearch" else logging.WARNING)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hpsearch")
 @click.option("-v", "--verbose", is_flag=True, help="Show debug logs and tracebacks of failed trials.")
+@click.option("--log-file", envvar="HPSEARCH_LOG_FILE", type=click.Path(dir_okay=False),
+              help="Append the full log, tracebacks of failed trials included, to this file "
+              "(default: $HPSEARCH_LOG_FILE; local workers inherit it).")
 @click.pass_context
-def cli(ctx: click.Context, verbose: bool) -> None:
+def cli(ctx: click.Context, verbose: bool, log_file: str | None) -> None:
     """Hyperparameter search for CNN image classifiers, on Optuna and PyTorch."""
     ctx.obj = {"verbose": verbose}
-    setup_logging(verbose)
+    if log_file:
+        os.environ["HPSEARCH_LOG_FILE"] = log_file = str(Path(log_file).resolve())  # for `run --workers N`
+    setup_logging(verbose, log_file)
 
 
 def worker_options(f):
@@ -97,6 +116,16 @@ def _check_device(_ctx, _param, value):
     return value
 
 
+def _check_study_name(_ctx, _param, value):
+    """A study name becomes part of file names (reports): no path separators, no leading dot."""
+    from hpsearch.spec import STUDY_NAME_RE
+
+    if value is not None and not STUDY_NAME_RE.match(value):
+        raise click.BadParameter(f"{value!r} is not a study name; use 1-128 letters, digits, _ . - (starting with "
+                                 "a letter or digit)")
+    return value
+
+
 def _heartbeat(interval: int, grace: int, max_retry: int):
     from hpsearch.storage import Heartbeat
 
@@ -109,15 +138,16 @@ def _heartbeat(interval: int, grace: int, max_retry: int):
 @cli.command()
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
 @click.option("--storage", help=STORAGE_HELP)
-@click.option("--study", "study_name", help="Study name (default: the spec's study.name).")
+@click.option("--study", "study_name", callback=_check_study_name, help="Study name (default: the spec's study.name).")
 @click.option("--seed", type=click.IntRange(min=0), help="Overrides study.seed.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Local worker processes sharing the study.")
 @click.option("--gpus", help="Comma-separated GPU ids: one worker per GPU (with --workers, round-robin).")
+@click.option("--force-spec", is_flag=True, help="Replace the spec stored in an existing study by SPEC.")
 @worker_options
 @click.pass_context
-def run(ctx, spec_path, storage, study_name, seed, workers, gpus, n_trials, timeout, device, data_dir, artifacts,
-        heartbeat_interval, grace_period, max_retry, keep_best) -> None:
+def run(ctx, spec_path, storage, study_name, seed, workers, gpus, force_spec, n_trials, timeout, device, data_dir,
+        artifacts, heartbeat_interval, grace_period, max_retry, keep_best) -> None:
     """Run (or continue) the study described by SPEC until it holds n_trials finished trials."""
     from hpsearch.runner import with_overrides  # imports torch: keep `--help` fast
     from hpsearch.worker import run as run_here
@@ -129,12 +159,12 @@ def run(ctx, spec_path, storage, study_name, seed, workers, gpus, n_trials, time
     if gpu_list and workers == 1:
         workers = len(gpu_list)
     if workers == 1:
-        ctx.exit(run_here(spec, url, study_name, data_dir, artifacts, hb, keep_best))
+        ctx.exit(run_here(spec, url, study_name, data_dir, artifacts, hb, keep_best, force_spec=force_spec))
     from hpsearch.launcher import launch
     from hpsearch.study import open_study
 
     name = study_name or spec.study.name
-    study = open_study(spec, open_storage(url, hb), name)
+    study = open_study(spec, open_storage(url, hb), name, force_spec=force_spec)
     args = _forward(n_trials=n_trials, timeout=timeout, device=device, data_dir=data_dir, artifacts=artifacts,
                     heartbeat_interval=heartbeat_interval, grace_period=grace_period, max_retry=max_retry,
                     keep_best=keep_best)
@@ -295,6 +325,10 @@ def report(storage, study_name, output, layout) -> None:
 
     url = resolve_url(storage)
     study = load_study(open_storage(url, heartbeat=None), study_name)
+    from hpsearch.spec import STUDY_NAME_RE
+
+    if output is None and not STUDY_NAME_RE.match(study_name):  # a stored name like '../x' must not pick a path
+        raise SpecError(f"study name {study_name!r} cannot name a file in dashboards/; pass -o FILE.html")
     path = write_report(study, output or f"dashboards/{study_name}.html", layout, storage_url=url)
     click.echo(f"wrote {path}")
 

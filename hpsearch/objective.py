@@ -2,11 +2,14 @@
 
 Every way a trial can end leaves the same user attributes on it: ``val_top1``, ``val_top5``,
 ``epochs_completed``, ``train_images_per_s``, ``wall_s``, ``n_params``, ``device`` and, for pruned and
-failed trials, a one-line ``reason``.
+failed trials, a one-line ``reason``: ``diverged`` and ``time_limit`` (pruned), ``out_of_memory at
+batch_size N`` (failed), or the failing exception's type and first line (failed; the traceback goes to the
+log, see ``hpsearch --log-file``). The worker then goes on with the next trial.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import os
@@ -25,7 +28,7 @@ from hpsearch.fidelity import apply_fidelity
 from hpsearch.models import create_model
 from hpsearch.space import arch_params, suggest
 from hpsearch.spec import Spec
-from hpsearch.train import Diverged, EvalPoint, TrainConfig, fit
+from hpsearch.train import Diverged, EvalPoint, TimeLimit, TrainConfig, fit
 
 log = logging.getLogger("hpsearch")
 
@@ -67,6 +70,7 @@ def train_config(spec: Spec, values: dict[str, Any], seed: int, precision: str) 
         optimizer=values["optimizer"], label_smoothing=values["label_smoothing"],
         aug_strength=values["aug_strength"], max_epochs=t.max_epochs, eval_every=t.eval_every,
         schedule=t.schedule, warmup=t.warmup, eval_batch_size=t.eval_batch_size, precision=precision, seed=seed,
+        max_seconds=t.max_trial_seconds,
     )
 
 
@@ -83,6 +87,20 @@ class Reporter:
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at eval point {point.step} (epoch {point.epoch:.2f}) with val "
                                      f"Top-1 {point.top1:.2f}%")
+
+
+def one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def release_memory(device: torch.device) -> None:
+    """Frees what a finished (or crashed) trial left: reference cycles first, then the CUDA cache, so the next
+    trial starts with the device's memory free. The worker calls it again once a failed trial's traceback
+    (which holds the failing frames' tensors) is gone."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 class Objective:
@@ -141,12 +159,15 @@ class Objective:
         except Diverged as e:
             self._record(trial, reporter, t0, reason="diverged")
             raise optuna.TrialPruned(f"diverged: {e}") from None
-        except torch.OutOfMemoryError:
+        except TimeLimit as e:
+            self._record(trial, reporter, t0, reason="time_limit")
+            raise optuna.TrialPruned(f"time_limit: {e}") from None
+        except torch.OutOfMemoryError as e:
             self._record(trial, reporter, t0, reason=f"out_of_memory at batch_size {cfg.batch_size}")
+            log.debug("trial %d ran out of memory: %s", trial.number, one_line(e))
             raise
         except Exception as e:
-            summary = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            self._record(trial, reporter, t0, reason=f"{type(e).__name__}: {summary}"[:500])
+            self._record(trial, reporter, t0, reason=f"{type(e).__name__}: {one_line(e)}"[:500])
             log.debug("trial %d failed", trial.number, exc_info=True)
             raise
         else:

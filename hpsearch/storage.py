@@ -52,6 +52,15 @@ class Heartbeat:
 DEFAULT_HEARTBEAT = Heartbeat()
 
 
+class RetryStaleTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
+    """Optuna's re-queueing of a dead worker's trial, except that the copy does not inherit the dead trial's
+    ``reason`` (the retry records its own when it does not complete)."""
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k != "reason"}
+        super().__call__(study, trial)
+
+
 def resolve_url(url: str | None) -> str:
     return url or os.environ.get("HPSEARCH_STORAGE") or DEFAULT_URL
 
@@ -68,6 +77,19 @@ def mask_secrets(text: str, url: str | None) -> str:
     if m and m["pw"]:
         text = text.replace(m["pw"], "***")
     return text
+
+
+def _seconds(name: str, default: float) -> float:
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise SpecError(f"${name} is {text!r}, but must be a number of seconds ≥ 0")
+    return value
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -93,8 +115,7 @@ def _rdb(url: str, heartbeat: Heartbeat | None) -> optuna.storages.BaseStorage:
     hb = {}
     if heartbeat is not None:
         hb = {"heartbeat_interval": heartbeat.interval, "grace_period": heartbeat.grace,
-              "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
-                  max_retry=heartbeat.max_retry)}
+              "heartbeat_stale_trial_callback": RetryStaleTrial(max_retry=heartbeat.max_retry)}
     rdb = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **hb)
     if sqlite:
         sqlalchemy.event.listen(rdb.engine, "connect", _sqlite_pragmas)
@@ -122,15 +143,18 @@ def _build(url: str, heartbeat: Heartbeat | None) -> optuna.storages.BaseStorage
     return _rdb(url, heartbeat)
 
 
-def open_storage(url: str, heartbeat: Heartbeat | None = DEFAULT_HEARTBEAT, retry_s: float = 300.0
+def open_storage(url: str, heartbeat: Heartbeat | None = DEFAULT_HEARTBEAT, retry_s: float | None = None
                  ) -> optuna.storages.BaseStorage:
     """Opens the Optuna storage behind ``url``; SpecError for a malformed URL, StorageError if unreachable.
 
-    ``heartbeat`` applies to RDB storages; ``retry_s`` bounds how long a transient outage is ridden out.
+    ``heartbeat`` applies to RDB storages; ``retry_s`` bounds how long a transient outage is ridden out by each
+    storage call (default ``$HPSEARCH_STORAGE_RETRY_S``, else 300 s).
     """
+    if retry_s is None:
+        retry_s = _seconds("HPSEARCH_STORAGE_RETRY_S", 300.0)
     # A server that is restarting refuses or drops connections for a few seconds: retry those at start too,
     # for up to $HPSEARCH_CONNECT_RETRY_S seconds (default 30), then fail with one line.
-    deadline = time.monotonic() + float(os.environ.get("HPSEARCH_CONNECT_RETRY_S", "30"))
+    deadline = time.monotonic() + _seconds("HPSEARCH_CONNECT_RETRY_S", 30.0)
     delay = 0.5
     while True:
         try:

@@ -8,6 +8,7 @@ seconds. Other errors (a finished trial updated twice, a bad value) pass through
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
@@ -97,6 +98,33 @@ def _no_heartbeat(name: str):
     method.__name__ = name
     return method
 
+
+def _record_heartbeat(self: RetryingStorage, trial_id: int) -> None:
+    """Optuna beats from a background thread, where an exception would print a traceback: a beat lost to an
+    outage is logged instead (the trial's own storage calls meet the outage and fail it clearly)."""
+    try:
+        self._call("record_heartbeat", trial_id)
+    except Exception as e:
+        log.warning("storage: heartbeat of trial id %d not recorded (%s)", trial_id, type(e).__name__)
+
+
+RetryingStorage.record_heartbeat = _record_heartbeat
+
+LOST_WORKER = "worker lost: no heartbeat within the grace period (killed or cut off); failed, re-queued if retries remain"
+
+
+def _get_stale_trial_ids(self: RetryingStorage, study_id: int) -> list[int]:
+    """Optuna fails these trials next (``fail_stale_trials``) and a FAIL trial takes no more attributes: record
+    why on each one now, while it is still RUNNING, so that every failed trial carries a ``reason``."""
+    ids = self._call("_get_stale_trial_ids", study_id)
+    for trial_id in ids:
+        # UpdateFinishedTrialError: another worker failed it first (and recorded why), or it finished after all
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            self._call("set_trial_user_attr", trial_id, "reason", LOST_WORKER)
+    return ids
+
+
+RetryingStorage._get_stale_trial_ids = _get_stale_trial_ids
 
 # Journal storages have no heartbeat: report "disabled" instead of failing on the missing methods.
 for _name in ("get_heartbeat_interval", "get_heartbeat_stale_trial_callback", "get_failed_trial_callback"):

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import warnings
+from typing import Any
 
 import optuna
 import torch
 import torchvision
 
 from hpsearch import __version__
-from hpsearch.errors import StudyNotFound
+from hpsearch.errors import SpecError, StudyNotFound
 from hpsearch.spec import Spec
 
+log = logging.getLogger("hpsearch")
 SPEC_ATTR = "hpsearch.spec"
 METRIC = "val_top1"
+# Run controls that a rerun may change (--study and other options override them): not part of the comparison.
+RUN_CONTROLS = ("study.name", "study.n_trials", "study.timeout", "train.device")
 
 
 def build_sampler(spec: Spec, offset: int = 0) -> optuna.samplers.BaseSampler:
@@ -69,12 +74,38 @@ def versions() -> dict[str, str]:
             "torchvision": torchvision.__version__, "python": sys.version.split()[0]}
 
 
-def open_study(spec: Spec, storage: optuna.storages.BaseStorage, name: str) -> optuna.Study:
-    """Creates the study (or loads it, when it exists) and records the spec, versions and metric name."""
+def spec_differences(stored: Any, new: Any, prefix: str = "") -> list[str]:
+    """Keys (``space.lr``, ``train.max_epochs``) whose values differ between two raw specs, run controls aside."""
+    if prefix == "":
+        new = json.loads(json.dumps(new))  # the JSON round trip: the form the study stores
+    if not (isinstance(stored, dict) and isinstance(new, dict)):
+        return [] if stored == new or prefix in RUN_CONTROLS else [prefix]
+    out: list[str] = []
+    for k in sorted(stored.keys() | new.keys()):
+        out += spec_differences(stored.get(k), new.get(k), f"{prefix}.{k}" if prefix else k)
+    return out
+
+
+def open_study(spec: Spec, storage: optuna.storages.BaseStorage, name: str, force_spec: bool = False
+               ) -> optuna.Study:
+    """Creates the study (or loads it, when it exists) and records the spec, versions and metric name.
+
+    An existing study keeps its stored spec: a different one is refused (SpecError) unless ``force_spec``,
+    which replaces the stored spec for every later trial and worker.
+    """
     existing = len(_trials_if_exists(storage, name))
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
                                 sampler=build_sampler(spec, existing), pruner=build_pruner(spec))
-    if SPEC_ATTR not in study.user_attrs:
+    stored = study.user_attrs.get(SPEC_ATTR)
+    if stored is not None and (diff := spec_differences(json.loads(stored), spec.raw)):
+        keys = ", ".join(f"`{k}`" for k in diff[:5]) + (f" and {len(diff) - 5} more" if len(diff) > 5 else "")
+        if not force_spec:
+            raise SpecError(f"study {name!r} already exists with a different spec ({keys} differ); the stored spec "
+                            f"wins: join it with `hpsearch worker --study {name}`, choose another --study name, "
+                            "or pass --force-spec to replace the stored spec")
+        log.warning("study %r: replacing its stored spec (--force-spec; %s differ)", name, keys)
+        study.set_user_attr(SPEC_ATTR, json.dumps(spec.raw, sort_keys=True))
+    if stored is None:
         study.set_user_attr(SPEC_ATTR, json.dumps(spec.raw, sort_keys=True))
         study.set_user_attr("hpsearch.versions", versions())
         with warnings.catch_warnings():

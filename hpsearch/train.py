@@ -2,7 +2,7 @@
 
 This module never imports optuna. At every eval point ``fit`` computes validation Top-1/Top-5 and calls
 each hook's ``on_eval``; a hook may raise to stop training (the Optuna glue raises ``TrialPruned``).
-A non-finite loss raises :class:`Diverged`. Eval points are spaced ``eval_every`` epochs apart and numbered
+A non-finite loss raises :class:`Diverged`; training past ``max_seconds`` raises :class:`TimeLimit`. Eval points are spaced ``eval_every`` epochs apart and numbered
 1, 2, ... so that step k means the same fraction of training in every trial, whatever its batch size.
 """
 
@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from hpsearch import faults
 from hpsearch.augment import Augmenter, aug_params
 from hpsearch.data.loader import DeviceData, batches_per_epoch, epoch_batches
 
@@ -41,6 +42,7 @@ class TrainConfig:
     eval_batch_size: int = 1024
     precision: str = "fp32"  # resolved: fp32 | bf16 | fp16
     seed: int = 0
+    max_seconds: float | None = None  # wall seconds of one fit call (training and evaluation), then TimeLimit
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,14 @@ class Diverged(Exception):
     def __init__(self, epoch: float, loss: float):
         super().__init__(f"loss is {loss} at epoch {epoch:.2f}")
         self.epoch, self.loss = epoch, loss
+
+
+class TimeLimit(Exception):
+    """Training ran longer than ``TrainConfig.max_seconds``."""
+
+    def __init__(self, epoch: float, seconds: float, limit: float):
+        super().__init__(f"{seconds:.1f} s passed the limit of {limit:g} s at epoch {epoch:.2f}")
+        self.epoch, self.seconds, self.limit = epoch, seconds, limit
 
 
 class Hook(Protocol):
@@ -169,6 +179,11 @@ def fit(model: nn.Module, data: DeviceData, cfg: TrainConfig, hooks: Sequence[An
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     n_evals = math.ceil(cfg.max_epochs / cfg.eval_every - 1e-9)
     eval_at = [round(min(k * cfg.eval_every, cfg.max_epochs) * n_batches) for k in range(1, n_evals + 1)]
+    injected = faults.plan(cfg.seed, n_batches)  # no-op unless $HPSEARCH_FAULTS is set (tests and drills)
+
+    def check_time() -> None:
+        if cfg.max_seconds is not None and (spent := time.perf_counter() - t_start) > cfg.max_seconds:
+            raise TimeLimit(step / n_batches, spent, cfg.max_seconds)
 
     model.train()
     points: list[EvalPoint] = []
@@ -196,10 +211,11 @@ def fit(model: nn.Module, data: DeviceData, cfg: TrainConfig, hooks: Sequence[An
     t_train = time.perf_counter()
     for epoch in range(start_epoch, cfg.max_epochs):
         for b, idx in enumerate(epoch_batches(data.n_train, cfg.batch_size, g_perm, device)):
-            xb = augmenter(data.train_x[idx])
+            injected.allocate(idx.shape[0])
+            xb = injected.augment(augmenter, data.train_x[idx], step + 1)
             yb = data.train_y[idx]
             with autocast(device, cfg.precision):
-                loss = loss_fn(model(xb), yb)
+                loss = injected.loss(loss_fn(model(xb), yb), step + 1)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -225,6 +241,7 @@ def fit(model: nn.Module, data: DeviceData, cfg: TrainConfig, hooks: Sequence[An
                 loss_count = 0
                 _call(hooks, "on_eval", point)
                 t_train = time.perf_counter()
+            check_time()
         # every epoch, the last included (a completed trial keeps its final checkpoint)
         pause = time.perf_counter()
         _call(hooks, "on_epoch_end", epoch + 1, checkpoint)

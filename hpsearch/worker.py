@@ -16,23 +16,31 @@ import signal
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TextIO
 
 import optuna
 import torch
-from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
 from hpsearch.checkpoint import Checkpoints, open_artifact_store, retried_numbers
 from hpsearch.data import load_dataset
 from hpsearch.device import configure, resolve_device, resolve_precision
-from hpsearch.errors import HpsearchError
-from hpsearch.objective import Interrupted, Objective, StopFlag
+from hpsearch.errors import HpsearchError, StorageError
+from hpsearch.objective import Interrupted, Objective, StopFlag, one_line, release_memory
 from hpsearch.progress import Progress, summary
 from hpsearch.spec import Spec, parse_spec
-from hpsearch.storage import DEFAULT_HEARTBEAT, Heartbeat, mask_url, open_storage
+from hpsearch.storage import (
+    DEFAULT_HEARTBEAT,
+    Heartbeat,
+    RetryStaleTrial,
+    mask_secrets,
+    mask_url,
+    open_storage,
+)
+from hpsearch.storage_retry import is_transient
 from hpsearch.study import SPEC_ATTR, load_study, open_study
 
 log = logging.getLogger("hpsearch")
@@ -139,6 +147,7 @@ def run_worker(spec: Spec, study: optuna.Study, data_dir: str | None = None, art
                 print(f"hpsearch: trial checkpointed and re-queued; run the same command again to resume "
                       f"({signal.Signals(e.signum).name})", file=stream, flush=True)
                 return 128 + e.signum
+            release_memory(device)  # a failed trial's traceback (and its tensors) is gone only now
             checkpoints.apply_retention(study)
     return 0
 
@@ -163,20 +172,36 @@ def requeue_interrupted(study: optuna.Study) -> None:
         warnings.simplefilter("ignore")
         for t in failed:
             if t.number not in retried:
-                RetryHeartbeatStaleTrialCallback(max_retry=None)(study, t)
+                RetryStaleTrial(max_retry=None)(study, t)
+
+
+@contextmanager
+def storage_outage(url: str) -> Iterator[None]:
+    """Turns an outage that outlasted the storage's retries into one clear line (exit 1). Finished trials are
+    safe in the storage; the running one is failed and re-queued by the heartbeat of the next run."""
+    try:
+        yield
+    except Exception as e:
+        if not is_transient(e):
+            raise
+        detail = mask_secrets(f"{type(e).__name__}: {one_line(e)}", url)[:300]
+        raise StorageError(f"storage {mask_url(url)} stopped answering and did not come back within the retry "
+                           f"window ($HPSEARCH_STORAGE_RETRY_S): {detail}; finished trials are kept: run the "
+                           "same command again once the storage is back") from None
 
 
 def run(spec: Spec, storage_url: str, study_name: str | None = None, data_dir: str | None = None,
         artifacts: str | None = None, heartbeat: Heartbeat = DEFAULT_HEARTBEAT, keep_best: int = 3,
-        stream: TextIO = sys.stderr) -> int:
+        stream: TextIO = sys.stderr, force_spec: bool = False) -> int:
     """``hpsearch run`` in one process: create or continue the study, then work on it."""
     name = study_name or spec.study.name
     resolve_device(spec.train.device)  # a bad device is a usage error before anything is created
-    study = open_study(spec, open_storage(storage_url, heartbeat), name)
-    print(f"study {name} in {mask_url(storage_url)}: {finished_count(study.get_trials(deepcopy=False))} of "
-          f"{spec.study.n_trials} trials finished", file=stream, flush=True)
-    code = run_worker(spec, study, data_dir, artifacts, keep_best, stream)
-    print(summary(study), file=stream, flush=True)
+    study = open_study(spec, open_storage(storage_url, heartbeat), name, force_spec=force_spec)
+    with storage_outage(storage_url):
+        print(f"study {name} in {mask_url(storage_url)}: {finished_count(study.get_trials(deepcopy=False))} of "
+              f"{spec.study.n_trials} trials finished", file=stream, flush=True)
+        code = run_worker(spec, study, data_dir, artifacts, keep_best, stream)
+        print(summary(study), file=stream, flush=True)
     return code
 
 
@@ -188,4 +213,5 @@ def join(storage_url: str, study_name: str, overrides: dict, data_dir: str | Non
 
     study = load_study(open_storage(storage_url, heartbeat), study_name)
     spec = with_overrides(stored_spec(study), **overrides)
-    return run_worker(spec, study, data_dir, artifacts, keep_best, stream)
+    with storage_outage(storage_url):
+        return run_worker(spec, study, data_dir, artifacts, keep_best, stream)
