@@ -41,7 +41,7 @@ from hpsearch.storage import (
     open_storage,
 )
 from hpsearch.storage_retry import is_transient
-from hpsearch.study import SPEC_ATTR, load_study, open_study
+from hpsearch.study import SPEC_ATTR, build_pruner, build_sampler, load_study, open_study
 
 log = logging.getLogger("hpsearch")
 WAIT_POLL_S = 2.0
@@ -147,7 +147,8 @@ def run_worker(spec: Spec, study: optuna.Study, data_dir: str | None = None, art
                 print(f"hpsearch: trial checkpointed and re-queued; run the same command again to resume "
                       f"({signal.Signals(e.signum).name})", file=stream, flush=True)
                 return 128 + e.signum
-            release_memory(device)  # a failed trial's traceback (and its tensors) is gone only now
+            if objective.last_failed:
+                release_memory(device)  # a failed trial's traceback (and its tensors) is gone only now
             checkpoints.apply_retention(study)
     return 0
 
@@ -213,5 +214,9 @@ def join(storage_url: str, study_name: str, overrides: dict, data_dir: str | Non
 
     study = load_study(open_storage(storage_url, heartbeat), study_name)
     spec = with_overrides(stored_spec(study), **overrides)
+    # optuna.load_study gives the defaults (TPE, median pruner): use the stored spec's sampler and pruner; the seed
+    # is offset by the process id too, so that workers joining at the same moment do not replay the same draws
+    study.sampler = build_sampler(spec, len(study.get_trials(deepcopy=False)) + os.getpid())
+    study.pruner = build_pruner(spec)
     with storage_outage(storage_url):
         return run_worker(spec, study, data_dir, artifacts, keep_best, stream)
