@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 import warnings
@@ -89,7 +90,8 @@ def worker_options(f):
     """Options shared by `run` and `worker`."""
     opts = [
         click.option("--n-trials", type=click.IntRange(min=1), help="Finished trials the study should hold in total."),
-        click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Start no trial after S seconds."),
+        click.option("--timeout", type=click.FloatRange(min=0, min_open=True), callback=_check_finite,
+                     help="Start no trial after S seconds."),
         click.option("--device", callback=_check_device, help="auto, cpu, cuda or cuda:N (overrides train.device)."),
         click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the dataset files."),
         click.option("--artifacts", help="Checkpoint store: a folder every worker sees, or s3://bucket/prefix "
@@ -106,6 +108,12 @@ def worker_options(f):
     for opt in reversed(opts):
         f = opt(f)
     return f
+
+
+def _check_finite(_ctx, _param, value):
+    if value is not None and not math.isfinite(value):  # FloatRange lets nan through: nan > 0 is False
+        raise click.BadParameter(f"{value} is not a finite number of seconds")
+    return value
 
 
 def _check_device(_ctx, _param, value):

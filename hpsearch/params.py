@@ -41,7 +41,7 @@ class Param:
             return f"`{name}` is {value!r}, but must be a number ({self.kind})"
         if self.kind == "int" and not (isinstance(value, int) or float(value).is_integer()):
             return f"`{name}` is {value!r}, but must be an integer"
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):  # (math.isfinite of a huge int overflows)
             return f"`{name}` is {value!r}, but must be finite"
         if self.choices is not None and value not in self.choices:
             return f"`{name}` is {value!r}, but must be one of {list(self.choices)}"

@@ -19,10 +19,13 @@ from hpsearch.models import get_model_entry, is_known_model, list_models
 from hpsearch.params import Param
 
 DATASETS = ("fashion-mnist", "mnist", "fashion-mnist-sample", "cifar10", "cifar100", "imagefolder", "synthetic")
-DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
+# \Z, not $: "$" also matches before a trailing newline ("cpu\n"); [0-9], not \d: no other scripts' digits
+DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:[0-9]{1,4}|mps)\Z")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES = ("onecycle", "linear", "constant")
-STUDY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+STUDY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
+INT64 = (-(2**63), 2**63 - 1)  # TOML integers are 64-bit; tomllib reads any size, so the spec checks
+MAX_DEPTH = 8  # tables nested deeper than any valid key (space.resnet.depth.low is 4 deep) are refused
 
 
 def global_params() -> dict[str, Param]:
@@ -213,14 +216,15 @@ def _tname(v: Any) -> str:
 # ----------------------------------------------------------------------------------------------------------
 # Sections
 
+_SEED = (int, 0, 2**32 - 1)  # numpy's RandomState takes no larger seed
 SAMPLER_OPTIONS: dict[str, dict[str, tuple]] = {
     # option: (type, low, high)
-    "tpe": {"seed": (int, 0, None), "n_startup_trials": (int, 0, None), "multivariate": (bool,),
+    "tpe": {"seed": _SEED, "n_startup_trials": (int, 0, None), "multivariate": (bool,),
             "group": (bool,), "constant_liar": (bool,)},
-    "random": {"seed": (int, 0, None)},
-    "cmaes": {"seed": (int, 0, None), "n_startup_trials": (int, 0, None)},
-    "gp": {"seed": (int, 0, None), "n_startup_trials": (int, 0, None)},
-    "qmc": {"seed": (int, 0, None), "qmc_type": (str, ("sobol", "halton")), "scramble": (bool,)},
+    "random": {"seed": _SEED},
+    "cmaes": {"seed": _SEED, "n_startup_trials": (int, 0, None)},
+    "gp": {"seed": _SEED, "n_startup_trials": (int, 0, None)},
+    "qmc": {"seed": _SEED, "qmc_type": (str, ("sobol", "halton")), "scramble": (bool,)},
 }
 _STEPS = {"n_startup_trials": (int, 0, None), "n_warmup_steps": (int, 0, None), "interval_steps": (int, 1, None)}
 PRUNER_OPTIONS: dict[str, dict[str, tuple]] = {
@@ -443,7 +447,8 @@ def _parse_enqueue(raw: Any, space: tuple[Dimension, ...]) -> tuple[dict[str, An
                 raise SpecError(f"unknown key `{path}.{k}`; allowed: {', '.join(dims)}")
             d = dims[k]
             if d.arch is not None and d.arch != arch:
-                raise SpecError(f"`{path}.{k}` is a {d.arch} parameter, but this trial's arch is {arch!r}")
+                chosen = f"arch is {arch!r}" if arch is not None else "arch is not given (it is searched)"
+                raise SpecError(f"`{path}.{k}` is a {d.arch} parameter, but this trial's {chosen}")
             problem = d.param.check(k, v)
             if problem:
                 raise SpecError(f"`{path}`: {problem}")
@@ -459,12 +464,67 @@ def _parse_enqueue(raw: Any, space: tuple[Dimension, ...]) -> tuple[dict[str, An
 # Entry points
 
 SECTIONS = ("study", "data", "train", "sampler", "pruner", "space", "enqueue")
+NATIVE_SIZE = {"fashion-mnist": 28, "mnist": 28, "fashion-mnist-sample": 28, "cifar10": 32, "cifar100": 32}
+
+
+def _check_document(raw: dict[str, Any]) -> None:
+    """Refuses what no section parser should meet: integers beyond TOML's 64 bits (Python reads any size,
+    and float() of them overflows), tables nested past MAX_DEPTH (deep enough to exhaust the recursion limit
+    of later code such as json.dumps), and keys holding control or invisible characters (they would break
+    the one-line error message naming them). Iterative, so any depth is safe."""
+    stack: list[tuple[str, Any, int]] = [("", raw, 0)]
+    while stack:
+        path, value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise SpecError(f"`{path}` is nested {depth} tables or arrays deep, but a study file needs at most "
+                            f"{MAX_DEPTH}")
+        if isinstance(value, dict):
+            for k, v in value.items():
+                full = f"{path}.{k}" if path else str(k)
+                if not isinstance(k, str) or not k.isprintable():
+                    raise SpecError(f"unknown key {full!r}; keys hold no control or invisible characters")
+                stack.append((full, v, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", v, depth + 1) for i, v in enumerate(value))
+        elif isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
+            raise SpecError(f"`{path}` is an integer of {value.bit_length()} bits, but TOML integers must fit in "
+                            "64 bits (-2^63 .. 2^63-1)")
+
+
+def _check_image_sizes(data: DataSpec, space: tuple[Dimension, ...]) -> None:
+    """Every image size a trial can meet must suit every architecture the space can pick (a torch shape
+    error deep in a trial would say far less). The native size of an imagefolder is unknown here: a
+    prepared cache at data.root sets it; create_model checks that one when the trial builds its model."""
+    native = data.image_size if data.dataset == "synthetic" else NATIVE_SIZE.get(data.dataset)
+    d = {x.name: x for x in space}["image_size"]
+    if d.fixed:
+        sizes = [d.value]
+    elif d.choices is not None:
+        sizes = list(d.choices)
+    else:  # a range: its smallest value, and the next one when the smallest is 0 (native)
+        sizes = [int(d.low)] + ([int(d.step or 1)] if d.low == 0 else [])
+    resized = [n for n in sizes if n != 0]
+    candidates = [(n, f"`space.image_size` allows {n} px") for n in resized]
+    if 0 in sizes and native is not None:
+        where = (f"`data.image_size` is {native} px" if data.dataset == "synthetic"
+                 else f"{data.dataset} images are {native} px")
+        candidates.append((native, where))
+    if not candidates:
+        return
+    smallest, where = min(candidates)
+    arch = {x.name: x for x in space}["arch"]
+    for a in arch.choices if arch.choices is not None else (arch.value,):
+        need = get_model_entry(a).min_size
+        if smallest < need:
+            raise SpecError(f"{where}, but `space.arch` {a!r} needs at least {need} px; set `space.image_size` "
+                            f"to {need} or more (images are resized for each trial)")
 
 
 def parse_spec(raw: dict[str, Any]) -> Spec:
     """Validates a parsed TOML (or stored JSON) document and returns the frozen spec."""
     if not isinstance(raw, dict):
         raise SpecError("the study file must be a TOML table")
+    _check_document(raw)
     for k in raw:
         if k not in SECTIONS:
             raise SpecError(f"unknown key `{k}`; a study file has: {', '.join(SECTIONS)}")
@@ -478,9 +538,11 @@ def parse_spec(raw: dict[str, Any]) -> Spec:
         if req not in pruner_opts:
             raise SpecError(f"`pruner.{req}` is missing; the {pruner_name} pruner needs it")
     space = _parse_space(raw.get("space"))
+    data = _parse_data(raw["data"])
+    _check_image_sizes(data, space)
     return Spec(
         study=_parse_study(raw["study"]),
-        data=_parse_data(raw["data"]),
+        data=data,
         train=_parse_train(raw.get("train", {})),
         sampler=SamplerSpec(sampler_name, sampler_opts),
         pruner=PrunerSpec(pruner_name, pruner_opts),
@@ -503,4 +565,8 @@ def load_spec(path: str | Path) -> Spec:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"{path}: invalid TOML: {e}") from None
+    except RecursionError:  # arrays or inline tables nested a thousand deep: tomllib recurses
+        raise SpecError(f"{path}: invalid TOML: arrays or inline tables are nested too deeply") from None
+    except ValueError as e:  # an integer of over 4,300 digits: Python's int() refuses it
+        raise SpecError(f"{path}: invalid TOML: {str(e).split(':')[0]}") from None
     return parse_spec(raw)

@@ -24,6 +24,7 @@ import re
 import time
 import warnings
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import optuna
 import sqlalchemy
@@ -62,6 +63,8 @@ class RetryStaleTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
 
 
 def resolve_url(url: str | None) -> str:
+    if url is not None and not url.strip():  # `--storage ""` (an unset shell variable) must not mean the default
+        raise SpecError(f"storage URL is empty ({url!r}); expected e.g. {DEFAULT_URL}")
     return url or os.environ.get("HPSEARCH_STORAGE") or DEFAULT_URL
 
 
@@ -102,6 +105,10 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
 def _rdb(url: str, heartbeat: Heartbeat | None) -> optuna.storages.BaseStorage:
     try:
         parsed = make_url(url)
+        parsed.get_dialect()  # an unknown scheme (foo://x) is the user's typo, not an unreachable server
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise SpecError(f"storage URL {mask_url(url)!r} has an unknown scheme {url.split(':', 1)[0]!r}; expected "
+                        "sqlite, postgresql+psycopg, mysql+pymysql, journal, redis or grpc") from None
     except (sqlalchemy.exc.ArgumentError, ValueError):
         raise SpecError(f"storage URL {mask_url(url)!r} is not valid; expected e.g. sqlite:///hpsearch.db, "
                         "postgresql+psycopg://user:pass@host/db, journal:///path.log, redis://host:6379/0 or "
@@ -132,6 +139,10 @@ def _build(url: str, heartbeat: Heartbeat | None) -> optuna.storages.BaseStorage
             raise SpecError("storage URL 'journal://' needs a file: journal:///path/to/study.log")
         return journal.JournalStorage(journal.JournalFileBackend(path))
     if url.startswith(("redis://", "rediss://", "unix://")):
+        try:
+            urlsplit(url).port  # noqa: B018 (raises ValueError for a port that is not a number in 0-65535)
+        except ValueError as e:
+            raise SpecError(f"storage URL {mask_url(url)!r} is not valid: {e}") from None
         return journal.JournalStorage(journal.JournalRedisBackend(url))
     if url.startswith("grpc://"):
         host, _, port = url[len("grpc://"):].rstrip("/").rpartition(":")
