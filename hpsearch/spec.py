@@ -470,8 +470,8 @@ NATIVE_SIZE = {"fashion-mnist": 28, "mnist": 28, "fashion-mnist-sample": 28, "ci
 def _check_document(raw: dict[str, Any]) -> None:
     """Refuses what no section parser should meet: integers beyond TOML's 64 bits (Python reads any size,
     and float() of them overflows), tables nested past MAX_DEPTH (deep enough to exhaust the recursion limit
-    of later code such as json.dumps), and keys holding control or invisible characters (they would break
-    the one-line error message naming them). Iterative, so any depth is safe."""
+    of later code such as json.dumps), and keys that are blank or hold control or invisible characters or
+    backquotes (they would garble the one-line message naming them). Iterative, so any depth is safe."""
     stack: list[tuple[str, Any, int]] = [("", raw, 0)]
     while stack:
         path, value, depth = stack.pop()
@@ -481,8 +481,9 @@ def _check_document(raw: dict[str, Any]) -> None:
         if isinstance(value, dict):
             for k, v in value.items():
                 full = f"{path}.{k}" if path else str(k)
-                if not isinstance(k, str) or not k.isprintable():
-                    raise SpecError(f"unknown key {full!r}; keys hold no control or invisible characters")
+                if not isinstance(k, str) or not k.strip() or not k.isprintable() or "`" in k:
+                    raise SpecError(f"unknown key {full!r}; keys are names such as `lr` (not empty, no control "
+                                    "or invisible characters, no backquotes)")
                 stack.append((full, v, depth + 1))
         elif isinstance(value, list):
             stack.extend((f"{path}[{i}]", v, depth + 1) for i, v in enumerate(value))
