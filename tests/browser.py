@@ -165,19 +165,21 @@ class Browser:
     # -- pages ------------------------------------------------------------------------------------------------
 
     def open(self, url: str, until: str = "true", values: dict[str, str] | None = None, wait: float = 30.0,
-             settle: float = 1.0, screenshot: bool = True, full_page: bool = False,
-             max_height: int = 6000) -> Page:
-        """Opens ``url`` in a new tab, waits for the load event, then until the JavaScript expression ``until``
-        is truthy (BrowserError after ``wait`` seconds), then ``settle`` more seconds for drawing; returns
-        the page's text, ``values`` (name -> expression) evaluated, the JavaScript errors and a screenshot
-        (the viewport, or the whole page up to ``max_height`` px with ``full_page``)."""
+             settle: float = 1.0, screenshot: bool = True, full_page: bool = False, max_height: int = 6000,
+             size: tuple[int, int] | None = None) -> Page:
+        """Opens ``url`` in a new tab (viewport ``size`` in CSS px, default the browser's), waits for the load
+        event, then until the JavaScript expression ``until`` is truthy (BrowserError after ``wait`` seconds),
+        then ``settle`` more seconds for drawing; returns the page's text, ``values`` (name -> expression)
+        evaluated, the JavaScript errors and a screenshot (the viewport, or the whole page up to ``max_height``
+        px with ``full_page``)."""
+        width, height = size or (self.width, self.height)
         target = self.call("Target.createTarget", {"url": "about:blank", "newWindow": False})["targetId"]
         sid = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         try:
             start = len(self._events)
             for domain in ("Runtime", "Log", "Page"):
                 self.call(f"{domain}.enable", session=sid)
-            self.call("Emulation.setDeviceMetricsOverride", {"width": self.width, "height": self.height,
+            self.call("Emulation.setDeviceMetricsOverride", {"width": width, "height": height,
                                                              "deviceScaleFactor": 1, "mobile": False}, session=sid)
             nav = self.call("Page.navigate", {"url": url}, session=sid)
             if nav.get("errorText"):
@@ -194,7 +196,7 @@ class Browser:
             self._drain(settle)
             text = self._eval(sid, "document.body.innerText")
             got = {name: self._eval(sid, expr) for name, expr in (values or {}).items()}
-            shot = self._screenshot(sid, full_page, max_height) if screenshot else None
+            shot = self._screenshot(sid, width, full_page, max_height) if screenshot else None
             events = [e for e in self._events[start:] if e.get("sessionId") == sid]
             errors = [line for e in events if (line := _error_text(e))]
             return Page(url=url, text=text, values=got, errors=errors, screenshot=shot, events=events)
@@ -207,12 +209,12 @@ class Browser:
             raise BrowserError(f"evaluating {expr!r} threw: {r['exceptionDetails'].get('text')}")
         return r["result"].get("value")
 
-    def _screenshot(self, sid: str, full_page: bool, max_height: int) -> bytes:
+    def _screenshot(self, sid: str, width: int, full_page: bool, max_height: int) -> bytes:
         params: dict[str, Any] = {"format": "png"}
         if full_page:
             size = self.call("Page.getLayoutMetrics", session=sid)["cssContentSize"]
             params |= {"captureBeyondViewport": True,
-                       "clip": {"x": 0, "y": 0, "width": self.width, "height": min(size["height"], max_height),
+                       "clip": {"x": 0, "y": 0, "width": width, "height": min(size["height"], max_height),
                                 "scale": 1}}
         return base64.b64decode(self.call("Page.captureScreenshot", params, session=sid)["data"])
 
