@@ -27,7 +27,7 @@ def build_sampler(spec: Spec, offset: int = 0) -> optuna.samplers.BaseSampler:
     """The spec's sampler. ``offset`` (trials already in the study) shifts the seed so a resumed study does
     not replay the random draws of its first run."""
     opts = dict(spec.sampler.options)
-    seed = opts.pop("seed", spec.study.seed) + offset
+    seed = (opts.pop("seed", spec.study.seed) + offset) % 2**32  # numpy's seeds stop at 2**32 - 1
     name = spec.sampler.name
     if name == "tpe":
         opts.setdefault("multivariate", True)
