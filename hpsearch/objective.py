@@ -179,8 +179,9 @@ class Objective:
             self.last_failed = False
             attrs = self._record(trial, reporter, t0, images_per_s=result.images_per_s)
             if self.checkpoints is not None:
-                trial_artifacts.record(trial, self.checkpoints.store, model, data, ds.classes, values, attrs,
-                                       cfg.eval_batch_size, self.precision, seed)
+                trial_artifacts.record(trial, self.checkpoints.store, model, data, ds.classes, values,
+                                       attrs | {"device": str(self.device)}, cfg.eval_batch_size, self.precision,
+                                       seed)
             return result.top1
         finally:
             del model

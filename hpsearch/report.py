@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import math
 import tomllib
 import warnings
@@ -26,6 +27,7 @@ from hpsearch.errors import SpecError, StorageError
 from hpsearch.progress import fmt_params, state_counts
 from hpsearch.storage import mask_secrets, mask_url
 
+log = logging.getLogger("hpsearch")
 SPEC_ATTR = "hpsearch.spec"  # same key as hpsearch.study.SPEC_ATTR (not imported: that module pulls in torch)
 VERSIONS_ATTR = "hpsearch.versions"
 METRIC = "val_top1"
@@ -116,6 +118,10 @@ def read_trials(study: optuna.Study) -> list[FrozenTrial]:
         text = str(e).strip().splitlines()
         raise StorageError(f"reading the trials of study {study.study_name!r} failed: "
                            f"{text[0] if text else type(e).__name__}") from None
+    except (ImportError, AttributeError, KeyError, TypeError) as e:
+        # Optuna's private ORM models changed shape (another Optuna version): its public reader is slower but right
+        log.debug("fast trial reader unavailable (%s: %s); using get_trials", type(e).__name__, e)
+        return study.get_trials(deepcopy=False)
 
 
 def _rdb_backend(storage: Any) -> RDBStorage | None:
