@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hpsearch.data.base import Dataset, as_nchw, split
+from hpsearch.data.base import Dataset, as_nchw, check_readable, split
 from hpsearch.data.cache import load_cache, prepare_cache
 from hpsearch.data.cifar import load_cifar
 from hpsearch.data.mnist import DIGITS, FASHION_CLASSES, load_idx_dataset, load_sample
@@ -74,6 +74,7 @@ def load_imagefolder(spec: DataSpec, seed: int) -> Dataset:
     validation is held out of ``train/`` with the study's seed, so the search never sees the test images.
     """
     root = Path(spec.root).expanduser()
+    check_readable(root)  # else is_file() below raises PermissionError
     if (root / "meta.json").is_file():
         arrays = load_cache(root)
     else:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+
+from hpsearch.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,22 @@ class Dataset:
         """Per-channel mean and std of the training images, in [0, 1] units: two (C,) float tensors."""
         x = self.train_x[:20000].float().div_(255.0)
         return x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3)).clamp_min(1e-3)
+
+
+def check_readable(folder: Path) -> None:
+    """DataError if ``folder`` exists but this process may not look inside it; a missing folder passes (the
+    caller reports what it looked for). Without this, ``Path.is_file`` hides "permission denied" as "not
+    there", and a dataset folder the worker's user cannot read reads as a dataset that is missing."""
+    try:
+        mode = folder.stat().st_mode
+    except PermissionError:
+        raise DataError(f"{folder}: permission denied; the user running hpsearch (uid {os.geteuid()}) cannot "
+                        "reach it: make its parent folders searchable (chmod a+x)") from None
+    except (OSError, ValueError):
+        return
+    if stat.S_ISDIR(mode) and not os.access(folder, os.R_OK | os.X_OK):
+        raise DataError(f"{folder}: permission denied; the user running hpsearch (uid {os.geteuid()}) cannot list "
+                        "it: make it readable (chmod -R a+rX)")
 
 
 def split(x: np.ndarray, y: np.ndarray, val_fraction: float, val_size: int | None, seed: int):

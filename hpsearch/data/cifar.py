@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hpsearch.data.base import check_readable
 from hpsearch.errors import DataError
 
 LAYOUT = {
@@ -41,11 +42,12 @@ def safe_unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
             obj = SafeUnpickler(f, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, OSError) as e:
-        raise DataError(f"cannot read {path}: {e}") from None
+    except Exception as e:  # a damaged pickle fails in a dozen ways (IndexError, MemoryError, KeyError, ...)
+        reason = (str(e).strip().splitlines() or [""])[0] or type(e).__name__
+        raise DataError(f"cannot read {path}: {reason}") from None
     if not isinstance(obj, dict):
         raise DataError(f"{path} is not a CIFAR batch (a {type(obj).__name__}, not a dict)")
-    return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
+    return {k.decode("utf-8", "replace") if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
 def _batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -53,10 +55,17 @@ def _batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
     key = label_key.decode()
     if "data" not in d or key not in d:
         raise DataError(f"{path} is not a CIFAR batch: it lacks 'data' or '{key}'")
-    x = np.asarray(d["data"], dtype=np.uint8)
+    try:
+        x, y = np.asarray(d["data"]), np.asarray(d[key])
+    except (TypeError, ValueError) as e:  # ragged lists
+        raise DataError(f"{path}: 'data' or '{key}' is not an array ({e})") from None
     if x.ndim != 2 or x.shape[1] != 3072:
         raise DataError(f"{path}: data has shape {x.shape}, but CIFAR rows are 3072 bytes (3x32x32)")
-    y = np.asarray(d[key], dtype=np.int64)
+    if x.dtype != np.uint8 and (x.dtype.kind not in "iu" or (x.size and (x.min() < 0 or x.max() > 255))):
+        raise DataError(f"{path}: data holds {x.dtype} values, but CIFAR pixels are bytes (0-255)")
+    if y.ndim != 1 or (y.size and y.dtype.kind not in "iu"):
+        raise DataError(f"{path}: '{key}' holds {y.dtype} of shape {y.shape}, but labels are N integers")
+    x, y = x.astype(np.uint8, copy=False), y.astype(np.int64, copy=False)
     if len(y) != len(x):
         raise DataError(f"{path} holds {len(x)} images but {len(y)} labels")
     return x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), y  # (N, H, W, C)
@@ -81,7 +90,9 @@ def _read(folder: Path, name: str) -> dict | None:
     for split in ("train", "test"):
         y = out.get(f"{split}_labels")
         if y is not None and y.size and (y.min() < 0 or y.max() >= n_classes):
-            raise DataError(f"{folder}: a {split} label is {int(y.max())}, but {name} has {n_classes} classes")
+            bad = int(y.min()) if y.min() < 0 else int(y.max())
+            raise DataError(f"{folder}: a {split} label is {bad}, but {name} has {n_classes} classes "
+                            f"(labels 0-{n_classes - 1})")
     return out
 
 
@@ -93,6 +104,7 @@ def load_cifar(name: str, root: str | None, download: bool = True) -> tuple[dict
     for base in [*bases, cache]:
         for folder in (base, base / folder_name):
             tried.append(str(folder))
+            check_readable(folder)
             if folder.is_dir() and (arrays := _read(folder, name)) is not None:
                 return arrays, f"{name} from {folder}"
     if download:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import gzip
 import lzma
+import math
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +32,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     try:
         with _open(path) as f:
             raw = f.read()
-    except (OSError, EOFError, lzma.LZMAError) as e:
+    except (OSError, EOFError, lzma.LZMAError, zlib.error) as e:
         raise DataError(f"cannot read {path}: {e}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise DataError(f"{path} is not an IDX file (bad magic number)")
@@ -40,7 +42,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     if ndim < 1 or len(raw) < 4 + 4 * ndim:
         raise DataError(f"{path} is truncated (header)")
     shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
-    expected = int(np.prod(shape))
+    expected = math.prod(shape)  # exact: np.prod wraps around int64 for a garbled header
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != expected:
         raise DataError(f"{path} is truncated or padded: {data.size} bytes of data, header says {expected}")

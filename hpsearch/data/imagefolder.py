@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hpsearch.data.base import check_readable
 from hpsearch.errors import DataError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -100,9 +101,12 @@ def scan_imagefolder(root: str | Path, classes: int | list[str] | None = None, f
         raise DataError(f"`fraction` is {fraction}, but must be in (0, 1]")
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"`val_fraction` is {val_fraction}, but must be in (0, 1)")
+    check_readable(root)
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist or is not a folder; expected {root}/train/<class>/")
     train_dir, val_dir = root / "train", root / "val"
+    check_readable(train_dir)
+    check_readable(val_dir)
     if not train_dir.is_dir():
         raise DataError(f"image folder {root} has no train/ subfolder; expected {train_dir}/<class>/<image files>")
     found = sorted(d.name for d in train_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -115,6 +119,9 @@ def scan_imagefolder(root: str | Path, classes: int | list[str] | None = None, f
     val: list[tuple[Path, int]] = []
     ignored = 0
     for label, name in enumerate(chosen):
+        check_readable(train_dir / name)
+        if not val_from_split:
+            check_readable(val_dir / name)
         files, n_other = _list_images(train_dir / name)
         ignored += n_other
         if not files:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hpsearch.data.base import check_readable
 from hpsearch.data.idx import read_idx
 from hpsearch.errors import DataError
 
@@ -51,6 +52,14 @@ def _read_dir(directory: Path) -> dict[str, np.ndarray] | None:
     if paths["train_images"] is None or paths["train_labels"] is None:
         return None
     arrays = {k: read_idx(p) for k, p in paths.items() if p is not None}
+    for k, a in arrays.items():
+        if k.endswith("_images") and (a.ndim != 3 or 0 in a.shape[1:]):
+            raise DataError(f"{paths[k]} holds an array of shape {a.shape}, but images must be (N, H, W) with H, W ≥ 1")
+        if k.endswith("_labels") and a.ndim != 1:
+            raise DataError(f"{paths[k]} holds an array of shape {a.shape}, but labels must be (N,)")
+    if "test_images" in arrays and arrays["test_images"].shape[1:] != arrays["train_images"].shape[1:]:
+        raise DataError(f"{paths['test_images']} holds images of {arrays['test_images'].shape[1:]} px, but "
+                        f"{paths['train_images']} holds {arrays['train_images'].shape[1:]} px")
     for split in ("train", "test"):
         x, y = arrays.get(f"{split}_images"), arrays.get(f"{split}_labels")
         if x is not None and y is not None and len(x) != len(y):
@@ -79,6 +88,7 @@ def load_idx_dataset(name: str, root: str | None, download: bool = True) -> tupl
     tried = []
     for d in _candidates(name, root):
         tried.append(str(d))
+        check_readable(d)
         if d.is_dir():
             arrays = _read_dir(d)
             if arrays is not None:
