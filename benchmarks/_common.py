@@ -33,7 +33,10 @@ def median(xs: list[float]) -> float:
 
 
 def write_result(name: str, payload: dict) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+    """Writes ``benchmarks/results/NAME.json`` (``$HPSEARCH_BENCH_RESULTS`` names another folder: the smoke
+    tests use it so that a --quick run never overwrites a full run's numbers)."""
+    folder = Path(os.environ.get("HPSEARCH_BENCH_RESULTS") or RESULTS)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
     path.write_text(json.dumps({"benchmark": name, "machine": machine(), **payload}, indent=2))
     return path

@@ -66,8 +66,8 @@ def main() -> None:
             print(f"CIFAR-10 not loaded ({e}); measuring throughput on synthetic data only")
     else:
         print("no --data-dir: CIFAR-10 time-to-94% skipped (needs cifar-10-batches-py/); throughput on synthetic data")
-    n = 2000 if args.quick else 50000
-    ds = real or load_dataset(DataSpec("synthetic", val_size=5000 if not args.quick else 500, image_size=32,
+    n = 600 if args.quick else 50000
+    ds = real or load_dataset(DataSpec("synthetic", val_size=5000 if not args.quick else 100, image_size=32,
                                        channels=3, num_classes=10, n_images=n), seed=0)
     epochs = args.max_epochs if real else (1 if args.quick else 3)
     cfg = TrainConfig(lr=0.2, batch_size=512, weight_decay=5e-4, optimizer="sgd", label_smoothing=0.2,

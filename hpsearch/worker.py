@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 
 from hpsearch.checkpoint import Checkpoints, open_artifact_store, retried_numbers
 from hpsearch.data import load_dataset
+from hpsearch.data.base import Dataset
 from hpsearch.device import configure, resolve_device, resolve_precision
 from hpsearch.errors import HpsearchError, StorageError
 from hpsearch.objective import Interrupted, Objective, StopFlag, one_line, release_memory
@@ -98,8 +99,9 @@ def signals_to(flag: StopFlag):
 
 
 def run_worker(spec: Spec, study: optuna.Study, data_dir: str | None = None, artifacts: str | None = None,
-               keep_best: int = 3, stream: TextIO = sys.stderr) -> int:
-    """Runs trials until the study's target is met or the timeout passes; returns the exit code."""
+               keep_best: int = 3, stream: TextIO = sys.stderr, dataset: Dataset | None = None) -> int:
+    """Runs trials until the study's target is met or the timeout passes; returns the exit code. The dataset is
+    loaded when the first trial needs it, unless the caller passes it."""
     if threads := os.environ.get("HPSEARCH_THREADS"):
         torch.set_num_threads(max(1, int(threads)))
     target = spec.study.n_trials
@@ -135,7 +137,8 @@ def run_worker(spec: Spec, study: optuna.Study, data_dir: str | None = None, art
                 time.sleep(WAIT_POLL_S)
                 continue
             if objective is None:
-                dataset = load_dataset(spec.data, spec.study.seed, data_dir)
+                if dataset is None:
+                    dataset = load_dataset(spec.data, spec.study.seed, data_dir)
                 print(f"data: {dataset.source}; {len(dataset.train_y)} train / {len(dataset.val_y)} val images; "
                       f"device {device}, precision {precision}", file=stream, flush=True)
                 objective = Objective(spec, dataset, device, precision, progress, checkpoints, flag)
@@ -197,11 +200,13 @@ def run(spec: Spec, storage_url: str, study_name: str | None = None, data_dir: s
     """``hpsearch run`` in one process: create or continue the study, then work on it."""
     name = study_name or spec.study.name
     resolve_device(spec.train.device)  # a bad device is a usage error before anything is created
+    # so is missing or broken data: load it before the study is created (one error line, nothing left behind)
+    dataset = load_dataset(spec.data, spec.study.seed, data_dir)
     study = open_study(spec, open_storage(storage_url, heartbeat), name, force_spec=force_spec)
     with storage_outage(storage_url):
         print(f"study {name} in {mask_url(storage_url)}: {finished_count(study.get_trials(deepcopy=False))} of "
               f"{spec.study.n_trials} trials finished", file=stream, flush=True)
-        code = run_worker(spec, study, data_dir, artifacts, keep_best, stream)
+        code = run_worker(spec, study, data_dir, artifacts, keep_best, stream, dataset)
         print(summary(study), file=stream, flush=True)
     return code
 
