@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from browser import Browser  # noqa: E402
+from browser import Browser, running_dashboard  # noqa: E402
 
 ENV = os.environ | {"PYTHONWARNINGS": "ignore"}
 
@@ -37,12 +35,6 @@ def hpsearch(*args: str, cwd: Path) -> None:
                        capture_output=True)
     if r.returncode != 0:
         sys.exit(f"hpsearch {args[0]} failed (exit {r.returncode}): {r.stderr.strip()[-2000:]}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def no_errors(page, what: str) -> None:
@@ -73,32 +65,16 @@ def main() -> None:
             no_errors(page, "report")
             (args.out / "report.png").write_bytes(page.screenshot)
 
-            port = free_port()
-            server = subprocess.Popen([sys.executable, "-m", "hpsearch.cli", "dashboard", "--storage", db,
-                                       "--artifacts", art, "--port", str(port)], cwd=tmp, env=ENV,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                base = f"http://127.0.0.1:{port}"
-                for _ in range(100):
-                    try:
-                        studies = json.load(urllib.request.urlopen(f"{base}/api/studies", timeout=2))
-                        break
-                    except OSError:
-                        time.sleep(0.3)
-                else:
-                    sys.exit("the dashboard did not answer on /api/studies")
-                sid = next(s["study_id"] for s in studies["study_summaries"] if s["study_name"] == name)
-                best = json.load(urllib.request.urlopen(f"{base}/api/studies/{sid}", timeout=30))["best_trials"][0]
+            with running_dashboard(db, art, tmp) as dash:
+                sid = dash.study_id(name)
+                best = json.load(urllib.request.urlopen(f"{dash.base}/api/studies/{sid}", timeout=30))["best_trials"][0]
                 imgs = "[...document.querySelectorAll('img')].filter(i => i.src.includes('/artifacts/'))"
                 # tall enough for the whole trial pane: note, values, parameters, attributes, artifacts
-                page = browser.open(f"{base}/dashboard/studies/{sid}/trials?numbers={best['number']}",
+                page = browser.open(f"{dash.base}/dashboard/studies/{sid}/trials?numbers={best['number']}",
                                     size=(1440, 1850), settle=1.5,
                                     until=f"{imgs}.length > 0 && {imgs}.every(i => i.complete)")
                 no_errors(page, "dashboard")
                 (args.out / "dashboard.png").write_bytes(page.screenshot)
-            finally:
-                server.send_signal(signal.SIGTERM)
-                server.wait(timeout=30)
     for f in ("report.png", "dashboard.png"):
         print(f"wrote {args.out / f} ({(args.out / f).stat().st_size / 1e3:.0f} kB)")
 

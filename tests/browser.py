@@ -17,10 +17,14 @@ import json
 import os
 import queue
 import shutil
+import signal
+import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -241,3 +245,62 @@ class Browser:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# A running `hpsearch dashboard`, for the tests and scripts/screenshots.py
+# ------------------------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Dashboard:
+    base: str  # http://127.0.0.1:PORT
+    studies: list[dict]  # /api/studies' study_summaries once the server answered
+    proc: subprocess.Popen
+    log: Path  # the server's stderr
+
+    def study_id(self, name: str) -> int:
+        return next(s["study_id"] for s in self.studies if s["study_name"] == name)
+
+    def stderr(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def running_dashboard(storage: str, artifacts: str | Path | None, cwd: Path, *args: str, wait: float = 60.0):
+    """Starts ``hpsearch dashboard`` on a free 127.0.0.1 port, waits until its API answers and stops it with
+    SIGTERM afterwards (background processes inherit SIGINT ignored)."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "hpsearch.cli", "dashboard", "--storage", storage, "--port", str(port), *args]
+    if artifacts is not None:
+        cmd += ["--artifacts", str(artifacts)]
+    with tempfile.NamedTemporaryFile("w", suffix=".log", delete=False) as err:
+        log = Path(err.name)
+        proc = subprocess.Popen(cmd, cwd=cwd, env=os.environ | {"PYTHONWARNINGS": "ignore"}, stdout=subprocess.DEVNULL,
+                                stderr=err, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/api/studies", timeout=2) as r:
+                    studies = json.load(r)["study_summaries"]
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise BrowserError(f"the dashboard did not answer on {base}: {log.read_text()[-2000:]}") from None
+                time.sleep(0.3)
+        yield Dashboard(base, studies, proc, log)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

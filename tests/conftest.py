@@ -47,6 +47,48 @@ weight_decay = {weight_decay}
 """
 
 
+TINY_STUDY = """
+[study]
+name = "{name}"
+seed = 0
+n_trials = {n_trials}
+
+[data]
+dataset = "synthetic"
+image_size = 28
+channels = 1
+num_classes = 2
+n_images = {n_images}
+
+[train]
+max_epochs = {epochs}
+eval_every = 0.5
+device = "cpu"
+{train_extra}
+
+[sampler]
+name = "random"
+
+[pruner]
+name = "none"
+
+[space]
+arch = "lenet"
+lr = {lr}
+batch_size = {batch_size}
+optimizer = "adamw"
+{extra}
+"""
+
+
+def tiny_study(name: str, n_trials: int, n_images: int = 200, epochs: int = 1,
+               lr: str = "{ low = 1e-3, high = 0.01, log = true }", batch_size: str = "32", train_extra: str = "",
+               extra: str = "") -> str:
+    """The text of a study whose trials take well under a second: two-class 28 px synthetic data, LeNet."""
+    return TINY_STUDY.format(name=name, n_trials=n_trials, n_images=n_images, epochs=epochs, lr=lr,
+                             batch_size=batch_size, train_extra=train_extra, extra=extra)
+
+
 @pytest.fixture
 def write_spec(tmp_path: Path):
     """Writes a study file from text (dedented) and returns its path."""

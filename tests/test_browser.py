@@ -3,18 +3,10 @@ name, the metric `val_top1` and plots, and raise no JavaScript error. Screenshot
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from browser import CHROMIUM, Browser
+from browser import CHROMIUM, Browser, running_dashboard
 from conftest import SYNTHETIC_STUDY, run_cli
 from PIL import Image
 from services import unavailable
@@ -25,12 +17,6 @@ NAME = "browser-study"
 # plotly draws each figure into a .plot-container holding svg.main-svg layers (the report and optuna-dashboard)
 COUNTS = {"plots": "document.querySelectorAll('.plot-container').length",
           "svgs": "document.querySelectorAll('svg.main-svg').length"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -76,22 +62,8 @@ def test_report_renders_without_javascript_errors(study, browser, tmp_path):
 
 def test_dashboard_renders_without_javascript_errors(study, browser, tmp_path):
     tmp, db = study
-    port = free_port()
-    p = subprocess.Popen([sys.executable, "-m", "hpsearch.cli", "dashboard", "--storage", db, "--artifacts",
-                          str(tmp / "art"), "--port", str(port)], cwd=tmp, env=os.environ | {"PYTHONWARNINGS": "ignore"},
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                studies = json.load(urllib.request.urlopen(f"{base}/api/studies", timeout=2))["study_summaries"]
-                break
-            except OSError:
-                assert p.poll() is None, f"the dashboard exited: {p.stderr.read()[-2000:]}"
-                time.sleep(0.3)
-        else:
-            pytest.fail("the dashboard did not answer on /api/studies")
-        sid = next(s["study_id"] for s in studies if s["study_name"] == NAME)
+    with running_dashboard(db, tmp / "art", tmp) as dash:
+        base, sid = dash.base, dash.study_id(NAME)
 
         # the study page: history plot of val_top1, importance and timeline (React renders after load)
         page = browser.open(f"{base}/dashboard/studies/{sid}", values=COUNTS, settle=1.5,
@@ -111,6 +83,3 @@ def test_dashboard_renders_without_javascript_errors(study, browser, tmp_path):
         assert "augmentation_preview.png" in page.text and "confusion_matrix.png" in page.text
         assert page.values["loaded"] >= 2, "the artifact images load from the artifact store"
         check_png(page.screenshot, tmp_path / "dashboard-trial.png")
-    finally:
-        p.send_signal(signal.SIGTERM)  # background processes inherit SIGINT ignored
-        p.wait(timeout=30)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import tiny_study
 from optuna.trial import TrialState
 from services import service_url
 
@@ -24,45 +25,10 @@ from hpsearch.storage import open_storage
 
 pytestmark = pytest.mark.slow
 
-SPEC = """
-[study]
-name = "{name}"
-seed = 0
-n_trials = {n_trials}
-
-[data]
-dataset = "synthetic"
-image_size = 28
-channels = 1
-num_classes = 2
-n_images = {n_images}
-
-[train]
-max_epochs = {epochs}
-eval_every = 0.5
-device = "cpu"
-{train_extra}
-
-[sampler]
-name = "random"
-
-[pruner]
-name = "none"
-
-[space]
-arch = "lenet"
-lr = {lr}
-batch_size = [32, 256]
-optimizer = "adamw"
-{extra}
-"""
-
-
 def spec_file(tmp_path: Path, name: str = "f", n_trials: int = 2, n_images: int = 200, epochs: int = 1,
               lr: str = "{ low = 1e-3, high = 0.01, log = true }", train_extra: str = "", extra: str = "") -> Path:
     p = tmp_path / f"{name}.toml"
-    p.write_text(SPEC.format(name=name, n_trials=n_trials, n_images=n_images, epochs=epochs, lr=lr,
-                             train_extra=train_extra, extra=extra))
+    p.write_text(tiny_study(name, n_trials, n_images, epochs, lr, "[32, 256]", train_extra, extra))
     return p
 
 

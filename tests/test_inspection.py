@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,18 +12,13 @@ import urllib.request
 
 import optuna
 import pytest
+from browser import free_port, running_dashboard
 from optuna.artifacts import FileSystemArtifactStore, download_artifact
 from optuna.trial import TrialState
 from optuna_dashboard._note import get_note_from_system_attrs
 from PIL import Image
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -88,32 +81,14 @@ def test_completed_trials_carry_artifacts_and_a_note(finished_study, tmp_path):
 
 def test_dashboard_serves_the_study_and_its_artifacts(finished_study):
     tmp, db = finished_study
-    port = free_port()
-    env = os.environ | {"PYTHONWARNINGS": "ignore"}
-    p = subprocess.Popen([sys.executable, "-m", "hpsearch.cli", "dashboard", "--storage", db, "--artifacts",
-                          str(tmp / "art"), "--port", str(port)], env=env, cwd=tmp, stderr=subprocess.PIPE,
-                         text=True)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                studies = json.load(urllib.request.urlopen(f"{base}/api/studies", timeout=2))
-                break
-            except OSError:
-                time.sleep(0.3)
-        else:
-            pytest.fail("the dashboard did not answer")
-        assert [s["study_name"] for s in studies["study_summaries"]] == ["insp"]
+    with running_dashboard(db, tmp / "art", tmp) as dash:
+        assert [s["study_name"] for s in dash.studies] == ["insp"]
         study = optuna.load_study(study_name="insp", storage=db)
         t = study.get_trials(states=(TrialState.COMPLETE,))[0]
-        sid = studies["study_summaries"][0]["study_id"]
-        png = urllib.request.urlopen(f"{base}/artifacts/{sid}/{t._trial_id}/"
+        png = urllib.request.urlopen(f"{dash.base}/artifacts/{dash.study_id('insp')}/{t._trial_id}/"
                                      f"{t.user_attrs['artifacts']['confusion_matrix.png']}", timeout=5).read()
         assert Image.open(io.BytesIO(png)).format == "PNG"
-    finally:
-        p.terminate()
-        p.wait(timeout=30)
-    assert "127.0.0.1" in p.stderr.read()
+    assert "127.0.0.1" in dash.stderr()
 
 
 def test_dashboard_warns_on_all_interfaces(finished_study, tmp_path):

@@ -16,6 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from conftest import tiny_study
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from services import service_url, unique
@@ -30,41 +31,9 @@ from hpsearch.study import open_study
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 
-SPEC = """
-[study]
-name = "{name}"
-seed = 0
-n_trials = {n_trials}
-
-[data]
-dataset = "synthetic"
-image_size = 28
-channels = 1
-num_classes = 2
-n_images = 200
-
-[train]
-max_epochs = 1
-eval_every = 0.5
-device = "cpu"
-
-[sampler]
-name = "random"
-
-[pruner]
-name = "none"
-
-[space]
-arch = "lenet"
-lr = {{ low = 1e-3, high = 0.01, log = true }}
-batch_size = 32
-optimizer = "adamw"
-"""
-
-
 def spec_file(tmp_path: Path, name: str, n_trials: int = 2) -> Path:
     p = tmp_path / f"{name}.toml"
-    p.write_text(SPEC.format(name=name, n_trials=n_trials))
+    p.write_text(tiny_study(name, n_trials))
     return p
 
 
@@ -233,7 +202,7 @@ CODE = "__import__('os').system('touch {marker}')"
 ])
 def test_code_in_a_spec_field_is_an_invalid_value(tmp_path, key, section, value):
     marker = tmp_path / "pwned-by-spec"
-    text = SPEC.format(name="code", n_trials=1)
+    text = tiny_study("code", 1)
     line = value.format(code=CODE.format(marker=marker))
     field = line.split(" = ")[0]
     lines = [ln for ln in text.splitlines() if not ln.startswith(f"{field} = ")]
@@ -249,7 +218,7 @@ def test_code_in_a_spec_field_is_an_invalid_value(tmp_path, key, section, value)
 def test_a_free_text_field_holding_code_stays_text(tmp_path):
     marker = tmp_path / "pwned-by-root"
     spec = tmp_path / "root.toml"
-    spec.write_text(SPEC.format(name="rootcode", n_trials=1).replace(
+    spec.write_text(tiny_study("rootcode", 1).replace(
         'dataset = "synthetic"', f'dataset = "synthetic"\nroot = "$(touch {marker})"'))
     r = hpsearch("validate", str(spec), cwd=tmp_path)
     assert r.returncode == 0, r.stderr

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import tiny_study
 from optuna.trial import TrialState
 from services import service_url, unique
 
@@ -27,36 +28,6 @@ pytestmark = pytest.mark.slow
 
 N_TRIALS, N_WORKERS = 200, 4
 # 80 train images in batches of 32: 3 steps per epoch, eval points 1 and 2 (epochs 0.5 and 1)
-SPEC = """
-[study]
-name = "{name}"
-seed = 0
-n_trials = {n_trials}
-
-[data]
-dataset = "synthetic"
-image_size = 28
-channels = 1
-num_classes = 2
-n_images = 96
-
-[train]
-max_epochs = 1
-eval_every = 0.5
-device = "cpu"
-
-[sampler]
-name = "random"
-
-[pruner]
-name = "none"
-
-[space]
-arch = "lenet"
-lr = {{ low = 1e-3, high = 0.01, log = true }}
-batch_size = 32
-optimizer = "adamw"
-"""
 EVAL_STEPS = [1, 2]
 
 
@@ -64,7 +35,7 @@ def test_soak_four_workers_faults_and_a_killed_worker_lose_nothing(tmp_path):
     url = service_url("postgresql")
     name = unique("soak")
     spec = tmp_path / "soak.toml"
-    spec.write_text(SPEC.format(name=name, n_trials=N_TRIALS))
+    spec.write_text(tiny_study(name, N_TRIALS, n_images=96))
     open_study(load_spec(spec), open_storage(url, heartbeat=None), name)
     env = os.environ | {"PYTHONWARNINGS": "ignore", "HPSEARCH_NO_LIVE": "1", "HPSEARCH_THREADS": "1",
                         "HPSEARCH_FAULTS": "diverge=0.1,error=0.1,seed=7"}
