@@ -181,7 +181,7 @@ class Objective:
             if self.checkpoints is not None:
                 trial_artifacts.record(trial, self.checkpoints.store, model, data, ds.classes, values,
                                        attrs | {"device": str(self.device)}, cfg.eval_batch_size, self.precision,
-                                       seed)
+                                       seed, result.confusion)
             return result.top1
         finally:
             del model

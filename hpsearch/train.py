@@ -64,6 +64,7 @@ class FitResult:
     images_per_s: float
     wall_s: float
     points: list[EvalPoint] = field(default_factory=list)
+    confusion: torch.Tensor | None = None  # (C, C) int64 counts of the final evaluation, on the CPU
 
 
 class Diverged(Exception):
@@ -129,8 +130,9 @@ def lr_factor(step: int, total: int, schedule: str, warmup: float) -> float:
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, augmenter: Augmenter, batch_size: int,
-             precision: str = "fp32") -> tuple[float, float]:
-    """Top-1 and Top-5 accuracy (percent) of ``model`` on uint8 images ``x`` and labels ``y``."""
+             precision: str = "fp32", confusion: torch.Tensor | None = None) -> tuple[float, float]:
+    """Top-1 and Top-5 accuracy (percent) of ``model`` on uint8 images ``x`` and labels ``y``. A ``confusion``
+    tensor of (C, C) int64 counts (rows: true class, columns: prediction) is added to in place when given."""
     was_training = model.training
     model.eval()
     hits1 = hits5 = torch.zeros((), device=x.device, dtype=torch.long)
@@ -143,6 +145,9 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, augmenter: Augm
         correct = topk == yb[:, None]
         hits1 = hits1 + correct[:, 0].sum()
         hits5 = hits5 + correct.any(dim=1).sum()
+        if confusion is not None:
+            c = confusion.shape[0]
+            confusion.view(-1).add_(torch.bincount(yb * c + topk[:, 0], minlength=c * c))
     model.train(was_training)
     n = max(1, x.shape[0])
     return 100.0 * hits1.item() / n, 100.0 * hits5.item() / n
@@ -187,6 +192,7 @@ def fit(model: nn.Module, data: DeviceData, cfg: TrainConfig, hooks: Sequence[An
 
     model.train()
     points: list[EvalPoint] = []
+    confusion: torch.Tensor | None = None  # filled by the final evaluation
     step = images = start_epoch = 0
     train_s = 0.0
     if resume is not None:
@@ -233,7 +239,10 @@ def fit(model: nn.Module, data: DeviceData, cfg: TrainConfig, hooks: Sequence[An
                 _call(hooks, "on_progress", epoch, b + 1, n_batches, mean_loss, ips)
             if step in eval_at:
                 train_s += time.perf_counter() - t_train
-                top1, top5 = evaluate(model, data.val_x, data.val_y, augmenter, cfg.eval_batch_size, cfg.precision)
+                if step == eval_at[-1]:  # the final evaluation also counts the confusion matrix
+                    confusion = torch.zeros(data.num_classes, data.num_classes, dtype=torch.long, device=device)
+                top1, top5 = evaluate(model, data.val_x, data.val_y, augmenter, cfg.eval_batch_size, cfg.precision,
+                                      confusion)
                 point = EvalPoint(len(points) + 1, step / n_batches, top1, top5, loss_sum.item() / loss_count,
                                   images / train_s, time.perf_counter() - t_start)
                 points.append(point)
@@ -247,4 +256,5 @@ def fit(model: nn.Module, data: DeviceData, cfg: TrainConfig, hooks: Sequence[An
         _call(hooks, "on_epoch_end", epoch + 1, checkpoint)
         t_train += time.perf_counter() - pause
     last = points[-1]
-    return FitResult(last.top1, last.top5, cfg.max_epochs, last.images_per_s, time.perf_counter() - t_start, points)
+    return FitResult(last.top1, last.top5, cfg.max_epochs, last.images_per_s, time.perf_counter() - t_start, points,
+                     None if confusion is None else confusion.cpu())

@@ -103,10 +103,12 @@ def note(values: dict[str, Any], model: torch.nn.Module, attrs: dict[str, Any]) 
 
 
 def record(trial: optuna.Trial, store, model: torch.nn.Module, data: DeviceData, classes: tuple[str, ...],
-           values: dict[str, Any], attrs: dict[str, Any], batch_size: int, precision: str, seed: int) -> None:
-    """Uploads the artifacts and the note of a completed trial; a failure here never fails the trial."""
+           values: dict[str, Any], attrs: dict[str, Any], batch_size: int, precision: str, seed: int,
+           confusion: torch.Tensor | None = None) -> None:
+    """Uploads the artifacts and the note of a completed trial; a failure here never fails the trial.
+    ``confusion`` is the final evaluation's matrix (``FitResult.confusion``); without it, one is computed."""
     try:
-        cm = confusion_matrix(model, data, batch_size, precision)
+        cm = confusion if confusion is not None else confusion_matrix(model, data, batch_size, precision)
         with tempfile.TemporaryDirectory() as tmp:
             files = {"confusion_matrix.png": lambda p: confusion_png(cm, classes, p),
                      "per_class_accuracy.json": lambda p: p.write_text(json.dumps(per_class_accuracy(cm, classes),

@@ -111,3 +111,16 @@ def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(data, tmp_path):
     assert [p.step for p in resumed.points] == [2, 3], "epochs before the checkpoint are not retrained"
     assert [p.top1 for p in resumed.points] == [p.top1 for p in straight.points[1:]]
     assert result.top1 == straight.points[-1].top1
+
+
+def test_final_evaluation_counts_the_confusion_matrix(data):
+    from hpsearch.trial_artifacts import confusion_matrix
+
+    torch.manual_seed(0)
+    model = create_model("lenet", 4, 1, 28)
+    result = fit(model, data, config(max_epochs=1))
+    cm = result.confusion
+    assert cm.shape == (4, 4) and int(cm.sum()) == data.val_y.shape[0]
+    assert 100.0 * float(cm.diagonal().sum()) / int(cm.sum()) == pytest.approx(result.top1)
+    # the same counts as a separate pass over the validation set with the trained model
+    assert torch.equal(cm, confusion_matrix(model, data, 1024, "fp32"))
