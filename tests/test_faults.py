@@ -193,6 +193,9 @@ def test_database_lost_mid_study_fails_clearly_and_keeps_the_finished_trials(tmp
         spec = spec_file(tmp_path, name="lost", n_trials=3, n_images=600, epochs=2)
         env = os.environ | {"PYTHONWARNINGS": "ignore", "HPSEARCH_NO_LIVE": "1", "HPSEARCH_STORAGE_RETRY_S": "3"}
         hb = ["--heartbeat-interval", "1", "--grace-period", "2"]
+        # create Optuna's tables before the run starts: two processes creating them at once on a fresh
+        # PostgreSQL database can collide (duplicate pg_type rows), which is not the fault under test
+        open_storage(url, heartbeat=None)
         p = subprocess.Popen([sys.executable, "-m", "hpsearch.cli", "run", str(spec), "--storage", pw_url, *hb],
                              cwd=tmp_path, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 240
