@@ -106,3 +106,30 @@ def test_dashboard_warns_on_all_interfaces(finished_study, tmp_path):
             p.terminate()
             p.wait(timeout=30)
     assert "warning: the dashboard listens on all interfaces (0.0.0.0)" in log.read_text()
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+@pytest.mark.parametrize("kind", ["postgresql", "mysql", "journal", "redis"])
+def test_dashboard_serves_a_study_from_every_storage(kind, tmp_path):
+    """`hpsearch dashboard` on each storage hpsearch supports lists the study and serves its trials."""
+    from services import service_url, unique
+
+    from hpsearch.storage import open_storage
+
+    url = f"journal:///{tmp_path / 'study.log'}" if kind == "journal" else service_url(kind)
+    name = unique("dash")
+    study = optuna.create_study(study_name=name, storage=open_storage(url, heartbeat=None), direction="maximize")
+    study.set_metric_names(["val_top1"])
+    try:
+        for v in (50.0, 75.0):
+            study.add_trial(optuna.trial.create_trial(value=v, params={"lr": 0.01},
+                                                      distributions={"lr": optuna.distributions.FloatDistribution(
+                                                          1e-3, 0.1, log=True)},
+                                                      intermediate_values={1: v / 2, 2: v}))
+        with running_dashboard(url, None, tmp_path) as dash:
+            sid = dash.study_id(name)
+            detail = json.load(urllib.request.urlopen(f"{dash.base}/api/studies/{sid}", timeout=30))
+        assert [t["values"] for t in detail["trials"]] == [[50.0], [75.0]]
+        assert detail["best_trials"][0]["values"] == [75.0]
+    finally:
+        optuna.delete_study(study_name=name, storage=open_storage(url, heartbeat=None))
