@@ -1,7 +1,8 @@
 """The HTML report of one study: pure functions collect plain data (dicts and lists) from the study's
 FrozenTrials, drawing functions turn each into a plotly figure or table, and :func:`write_report` writes them
 into one self-contained HTML file (plotly.js inline once, so it opens offline). Which panels appear, in which
-order and with which options, is read from a TOML layout in ``dashboards/`` (see ``dashboards/README.md``).
+order and with which options, is read from a TOML layout: a user's own in ``./dashboards/``, else a built-in one
+shipped in ``hpsearch/layouts/`` (see ``dashboards/README.md``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import tomllib
 import warnings
 from collections import Counter
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,8 @@ log = logging.getLogger("hpsearch")
 SPEC_ATTR = "hpsearch.spec"  # same key as hpsearch.study.SPEC_ATTR (not imported: that module pulls in torch)
 VERSIONS_ATTR = "hpsearch.versions"
 METRIC = "val_top1"
-DASHBOARDS = Path(__file__).resolve().parent.parent / "dashboards"
+USER_LAYOUTS = Path("dashboards")  # relative: a user's own layouts, in the working directory
+BUILTIN_LAYOUTS = resources.files("hpsearch") / "layouts"  # package data, so a wheel carries them
 
 # ============================================================================================================
 # Study info and layout
@@ -70,16 +73,32 @@ PANEL_OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
+def layout_names(dashboards_dir: str | Path | None = None) -> list[str]:
+    """Names of the layouts a name can pick: the user's (``dashboards_dir``, default ``./dashboards``) and the
+    built-in ones, sorted, each once."""
+    folders = (Path(dashboards_dir) if dashboards_dir is not None else USER_LAYOUTS, BUILTIN_LAYOUTS)
+    return sorted({p.name.removesuffix(".toml") for f in folders if f.is_dir() for p in f.iterdir()
+                   if p.name.endswith(".toml") and p.is_file()})
+
+
 def load_layout(layout: str = "overview", dashboards_dir: str | Path | None = None) -> list[dict[str, Any]]:
-    """Panels of a layout (a name in ``dashboards_dir`` or a path to a .toml file), each as
-    ``{"kind": ..., **options}`` with defaults filled in; SpecError (one line) for anything invalid."""
-    folder = Path(dashboards_dir) if dashboards_dir is not None else DASHBOARDS
-    path = Path(layout) if layout.endswith(".toml") else folder / f"{layout}.toml"
-    if not path.is_file():
-        known = sorted(p.stem for p in folder.glob("*.toml")) if folder.is_dir() else []
-        raise SpecError(f"layout {layout!r} not found (looked for {path}); available: {', '.join(known) or 'none'}")
+    """Panels of a layout, each as ``{"kind": ..., **options}`` with defaults filled in; SpecError (one line)
+    for anything invalid. ``layout`` is a path to a .toml file or a name, looked for first in ``dashboards_dir``
+    (default ``./dashboards`` of the working directory: a user's layout of a built-in's name wins), then among
+    the built-in layouts shipped in the package."""
+    user = Path(dashboards_dir) if dashboards_dir is not None else USER_LAYOUTS
+    if layout.endswith(".toml"):
+        path = Path(layout)
+        if not path.is_file():
+            raise SpecError(f"layout file {layout} not found; available names: "
+                            f"{', '.join(layout_names(dashboards_dir)) or 'none'}")
+    else:
+        path = next((p for p in (user / f"{layout}.toml", BUILTIN_LAYOUTS / f"{layout}.toml") if p.is_file()), None)
+        if path is None:
+            raise SpecError(f"layout {layout!r} not found in {user}/ or among the built-in layouts; available: "
+                            f"{', '.join(layout_names(dashboards_dir)) or 'none'}")
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"layout {path}: not valid TOML ({e})") from None
     if set(raw) - {"title", "panel"}:

@@ -186,6 +186,20 @@ def test_unknown_option_and_missing_layout_are_spec_errors(tmp_path):
         report.load_layout("nope", dashboards_dir=tmp_path)
 
 
+def test_a_users_layout_in_the_working_dir_wins_over_the_built_in_one(tmp_path, monkeypatch):
+    """Names are looked for in ./dashboards/ first, then among the layouts shipped in the package."""
+    monkeypatch.chdir(tmp_path)
+    assert [p["kind"] for p in report.load_layout("overview")][:2] == ["header", "leaderboard"]  # built-in
+    (tmp_path / "dashboards").mkdir()
+    (tmp_path / "dashboards" / "overview.toml").write_text('[[panel]]\nkind = "leaderboard"\ntop = 2\n')
+    (tmp_path / "dashboards" / "mine.toml").write_text('[[panel]]\nkind = "history"\n')
+    assert report.load_layout("overview") == [{"kind": "leaderboard", "top": 2}]
+    assert report.load_layout("mine") == [{"kind": "history"}]
+    with pytest.raises(SpecError, match=r"'nope' not found in dashboards/ or among the built-in layouts; "
+                                        r"available: mine, overview$"):
+        report.load_layout("nope")
+
+
 def test_layout_options_are_applied(tmp_path):
     (tmp_path / "small.toml").write_text('[[panel]]\nkind = "leaderboard"\ntop = 2\n')
     panels = report.load_layout(str(tmp_path / "small.toml"))
