@@ -31,3 +31,10 @@ class StudyNotFound(HpsearchError):
     """A study name that the storage does not hold (exit 1)."""
 
     exit_code = 1
+
+
+def first_line(e: BaseException, default: str = "") -> str:
+    """The first line of an exception's message (stripped), or ``default`` when it has none: what a one-line
+    error report shows of a driver's or library's multi-line message."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else default

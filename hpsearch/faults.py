@@ -1,50 +1,51 @@
-"""Fault injection for tests and drills: nothing happens unless ``$HPSEARCH_FAULTS`` is set.
+"""Fault injection for tests and drills, installed from outside the training loop: nothing happens unless
+``$HPSEARCH_FAULTS`` is set.
 
 ``HPSEARCH_FAULTS="oom_above_batch=128,diverge=0.1,error=0.1,seed=0"`` (any subset of the keys):
 
-- ``oom_above_batch=N``: a training batch of more than N images raises ``torch.OutOfMemoryError`` where the
-  batch is allocated, as a device with too little memory would (the out-of-memory path, testable on a CPU);
-- ``diverge=P``: with probability P a trial's loss becomes NaN at a random step of its first epoch;
-- ``error=P``: with probability P the augmentation raises ``RuntimeError`` at a random step of its first epoch;
+- ``oom_above_batch=N``: a training batch of more than N images raises ``torch.OutOfMemoryError`` as it enters
+  the model, as a device with too little memory would (the out-of-memory path, testable on a CPU);
+- ``diverge=P``: with probability P a trial's model output (so its loss) becomes NaN at a random training step
+  of its first epoch;
+- ``error=P``: with probability P the model raises ``RuntimeError`` at a random training step of its first
+  epoch;
 - ``seed=S``: the draws depend only on S and the trial's seed, so a drill is reproducible.
 
-``fit`` asks :func:`plan` once; with the variable unset the plan does nothing.
+The objective calls :func:`install` on each trial's model: with the variable unset it returns at once and the
+model is untouched; otherwise it adds forward hooks that count training-mode forward calls (evaluation runs in
+eval mode and is never faulted). ``hpsearch.train`` knows nothing of this module. Every injected failure's
+message starts with ``injected by HPSEARCH_FAULTS``, so a trial's ``reason`` says it was injected.
 """
 
 from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+from torch import nn
 
 ENV = "HPSEARCH_FAULTS"
 KEYS = ("oom_above_batch", "diverge", "error", "seed")
+PREFIX = f"injected by {ENV}"
 
 
 @dataclass(frozen=True)
 class FaultPlan:
     oom_above_batch: int | None = None
-    diverge_at: int | None = None  # optimizer step (1-based) whose loss becomes NaN
-    error_at: int | None = None  # optimizer step (1-based) whose augmentation raises
+    diverge_at: int | None = None  # training step (1-based) whose output becomes NaN
+    error_at: int | None = None  # training step (1-based) whose forward call raises
 
-    def allocate(self, batch_size: int) -> None:
-        if self.oom_above_batch is not None and batch_size > self.oom_above_batch:
-            raise torch.OutOfMemoryError(f"injected by {ENV}: a batch of {batch_size} images is more than "
-                                         f"oom_above_batch={self.oom_above_batch}")
-
-    def augment(self, augmenter: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, step: int) -> torch.Tensor:
-        if step == self.error_at:
-            raise RuntimeError(f"injected by {ENV}: augmentation failed at step {step}")
-        return augmenter(x)
-
-    def loss(self, loss: torch.Tensor, step: int) -> torch.Tensor:
-        return loss * float("nan") if step == self.diverge_at else loss
+    @property
+    def empty(self) -> bool:
+        return self.oom_above_batch is None and self.diverge_at is None and self.error_at is None
 
 
-NO_FAULTS = FaultPlan()
+def active() -> str | None:
+    """The fault specification when ``$HPSEARCH_FAULTS`` is set (workers print a warning), else None."""
+    return os.environ.get(ENV) or None
 
 
 def parse(text: str) -> dict[str, float]:
@@ -61,10 +62,10 @@ def parse(text: str) -> dict[str, float]:
 
 
 def plan(trial_seed: int, steps_per_epoch: int) -> FaultPlan:
-    """The faults of one ``fit`` call, drawn from ``$HPSEARCH_FAULTS`` and the trial's seed."""
-    text = os.environ.get(ENV)
+    """The faults of one trial, drawn from ``$HPSEARCH_FAULTS`` and the trial's seed."""
+    text = active()
     if not text:
-        return NO_FAULTS
+        return FaultPlan()
     opts = parse(text)
     rng = random.Random(f"{opts.get('seed', 0)}:{trial_seed}")
     roll, step = rng.random(), rng.randint(1, max(1, steps_per_epoch))
@@ -72,3 +73,38 @@ def plan(trial_seed: int, steps_per_epoch: int) -> FaultPlan:
     oom = int(opts["oom_above_batch"]) if "oom_above_batch" in opts else None
     return FaultPlan(oom_above_batch=oom, diverge_at=step if roll < p_div else None,
                      error_at=step if p_div <= roll < p_div + p_err else None)
+
+
+class _Injector:
+    """Forward hooks on the top-level model: ``before`` runs ahead of each forward call, ``after`` on its output."""
+
+    def __init__(self, faults: FaultPlan):
+        self.faults = faults
+        self.step = 0  # training-mode forward calls so far = training steps
+
+    def before(self, model: nn.Module, args: tuple[Any, ...]) -> None:
+        if not model.training:
+            return
+        self.step += 1
+        batch = args[0].shape[0] if args and isinstance(args[0], torch.Tensor) else 0
+        f = self.faults
+        if f.oom_above_batch is not None and batch > f.oom_above_batch:
+            raise torch.OutOfMemoryError(f"{PREFIX}: a batch of {batch} images is more than "
+                                         f"oom_above_batch={f.oom_above_batch}")
+        if self.step == f.error_at:
+            raise RuntimeError(f"{PREFIX}: error at training step {self.step}")
+
+    def after(self, model: nn.Module, _args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor | None:
+        if model.training and self.step == self.faults.diverge_at:
+            return output * float("nan")
+        return None
+
+
+def install(model: nn.Module, trial_seed: int, steps_per_epoch: int) -> FaultPlan:
+    """Adds this trial's faults to ``model`` (nothing when ``$HPSEARCH_FAULTS`` is unset); returns the plan."""
+    faults = plan(trial_seed, steps_per_epoch)
+    if not faults.empty:
+        injector = _Injector(faults)
+        model.register_forward_pre_hook(injector.before)
+        model.register_forward_hook(injector.after)
+    return faults

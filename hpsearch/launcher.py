@@ -1,4 +1,5 @@
-"""``hpsearch run --workers N``: N local worker processes on one study.
+"""``hpsearch run``: one worker in this process, or (``--workers N``, ``--gpus``) N local worker processes on
+one study.
 
 With ``--gpus 0,1``, worker i sees only GPU ``gpus[i % len(gpus)]`` (``CUDA_VISIBLE_DEVICES``); on the CPU the
 cores are divided between the workers (``HPSEARCH_THREADS`` → ``torch.set_num_threads``). A worker that
@@ -13,6 +14,42 @@ import signal
 import subprocess
 import sys
 from typing import TextIO
+
+from hpsearch.errors import SpecError
+from hpsearch.spec import Spec
+
+
+def parse_gpus(text: str | None) -> list[str] | None:
+    """``"0,1"`` → ``["0", "1"]``; None or blank → None; anything but GPU indices is a SpecError."""
+    if text is None or not text.strip():
+        return None
+    ids = [g.strip() for g in text.split(",") if g.strip()]
+    bad = [g for g in ids if not (g.isascii() and g.isdigit())]
+    if bad:
+        raise SpecError(f"--gpus is {text!r}, but must be comma-separated GPU indices such as 0,1 ({bad[0]!r} is not)")
+    return ids
+
+
+def launch_study(spec: Spec, storage_url: str, study_name: str | None, opts, workers: int = 1,
+                 gpus: list[str] | None = None, force_spec: bool = False, stream: TextIO = sys.stderr) -> int:
+    """Runs the study described by ``spec`` (``opts``: a :class:`hpsearch.worker.WorkerOptions`): in this process
+    for one worker, else creates or continues the study here and starts the workers as processes (one per GPU
+    with ``gpus``, unless ``workers`` asks for more); returns the exit code."""
+    from hpsearch import worker  # imports torch
+    from hpsearch.progress import summary
+    from hpsearch.storage import open_storage
+    from hpsearch.study import open_study
+
+    if gpus and workers == 1:
+        workers = len(gpus)
+    if workers == 1:
+        return worker.run(spec, storage_url, study_name, opts, stream, force_spec=force_spec)
+    spec = opts.apply(spec)
+    name = study_name or spec.study.name
+    study = open_study(spec, open_storage(storage_url, opts.heartbeat), name, force_spec=force_spec)
+    code = launch(workers, storage_url, name, opts.worker_args(), gpus, stream)
+    print(summary(study), file=stream, flush=True)
+    return code
 
 
 def launch(n_workers: int, storage_url: str, study_name: str, worker_args: list[str], gpus: list[str] | None,

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hpsearch.errors import HpsearchError
+from hpsearch.errors import HpsearchError, first_line
 from hpsearch.models import create_model
 
 FORMAT = "hpsearch-model"
@@ -42,7 +42,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e, type(e).__name__)
         raise HpsearchError(f"{path} is not an hpsearch model file (refused to load it: {first[:200]})") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise HpsearchError(f"{path} is not an hpsearch model file (no '{FORMAT}' tag)")
@@ -56,5 +56,5 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn
         model.load_state_dict(blob["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise HpsearchError(f"{path} is a damaged hpsearch model file: {type(e).__name__}: "
-                            f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}") from None
+                            f"{first_line(e)[:200]}") from None
     return model.to(device).eval(), meta

@@ -1,8 +1,13 @@
 """Declarations of tunable parameters: their kind, default and allowed values.
 
-Both the global training parameters (``lr``, ``batch_size``, ...) and each architecture's own parameters
+Both the global parameters (``lr``, ``batch_size``, ...) and each architecture's own parameters
 (``resnet.depth``) are declared with :class:`Param`, so the spec parser can check a study file's search
 space against one source of truth and :mod:`hpsearch.space` knows which ``suggest_*`` to call.
+
+:data:`GLOBAL_PARAMS` is the one table of the global parameters. Those whose ``role`` is ``"train"`` are
+also the hyperparameter fields of :class:`hpsearch.train.TrainConfig` (built from this table), so a new
+training hyperparameter (say ``momentum``) is declared here once and reaches the study file, the search
+space, the stored trial config and ``fit``'s config without further edits.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Kind = Literal["int", "float", "str"]
+Role = Literal["model", "train", "fidelity"]
+PY_TYPES: dict[str, type] = {"int": int, "float": float, "str": str}
 
 
 @dataclass(frozen=True)
@@ -28,6 +35,7 @@ class Param:
     high: float | None = None
     choices: tuple[Any, ...] | None = None
     help: str = ""
+    role: Role | None = None  # global parameters only: what the value configures (see GLOBAL_PARAMS)
 
     def check(self, name: str, value: Any) -> str | None:
         """Returns why ``value`` is not allowed for parameter ``name``, or None when it is."""
@@ -50,3 +58,27 @@ class Param:
         if self.high is not None and value > self.high:
             return f"`{name}` is {value!r}, but must be ≤ {self.high}"
         return None
+
+
+# The global parameters every study has, with their defaults (used when the space omits them). role:
+# "model" picks the network, "train" goes into TrainConfig, "fidelity" shapes the trial's data.
+GLOBAL_PARAMS: dict[str, Param] = {
+    "arch": Param("str", "resnet", help="a registered architecture, or tv:<torchvision model>", role="model"),
+    "lr": Param("float", 0.05, low=1e-7, high=10.0, help="peak learning rate", role="train"),
+    "batch_size": Param("int", 128, low=1, high=16384, help="images per step", role="train"),
+    "weight_decay": Param("float", 5e-4, low=0.0, high=1.0, help="decoupled for adamw, L2 for sgd", role="train"),
+    "optimizer": Param("str", "sgd", choices=("sgd", "adamw"), help="sgd uses Nesterov momentum 0.9",
+                       role="train"),
+    "label_smoothing": Param("float", 0.0, low=0.0, high=0.5, role="train"),
+    "aug_strength": Param("float", 0.0, low=0.0, high=1.0, help="0 = no augmentation", role="train"),
+    # fidelities: train on a fraction of the training images, at a lower resolution (0 = native)
+    "fraction": Param("float", 1.0, low=0.001, high=1.0, help="of the training images, per trial",
+                      role="fidelity"),
+    "image_size": Param("int", 0, low=0, high=1024, help="resize images to this side (0 = native)",
+                        role="fidelity"),
+}
+
+
+def train_params() -> dict[str, Param]:
+    """The global parameters that are fields of ``TrainConfig`` (role ``"train"``), in table order."""
+    return {name: p for name, p in GLOBAL_PARAMS.items() if p.role == "train"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import TextIO
 import torch
 
 from hpsearch.data.imagefolder import IMAGE_EXTENSIONS, decode
+from hpsearch.errors import HpsearchError
 from hpsearch.modelfile import load_model
 
 
@@ -72,3 +74,14 @@ def predict(model_file: str, inputs: list[str], top_k: int = 5, device: str = "c
     if batch:
         flush()
     return out, skipped
+
+
+def format_predictions(preds: list[Prediction], skipped: list[str], as_json: bool = False) -> str:
+    """What ``hpsearch predict`` prints: one line per image (``path: class p, ...``) or JSON; HpsearchError
+    (exit 1) when no input was a readable image."""
+    if not preds:
+        raise HpsearchError(f"no readable image among {len(skipped)} input(s)")
+    if as_json:
+        return json.dumps({"predictions": [{"path": p.path, "top": [{"class": c, "probability": v} for c, v in p.top]}
+                                           for p in preds], "skipped": skipped}, indent=2)
+    return "\n".join(f"{p.path}: " + ", ".join(f"{c} {v:.3f}" for c, v in p.top) for p in preds)

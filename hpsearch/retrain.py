@@ -3,7 +3,6 @@ validation data, evaluate it once on the test split, and write a model file."""
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from typing import TextIO
@@ -12,20 +11,17 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
+from hpsearch.build import build_model, device_data, train_config
 from hpsearch.data import load_dataset
 from hpsearch.data.base import Dataset
-from hpsearch.data.loader import DeviceData
 from hpsearch.device import configure, resolve_device, resolve_precision
 from hpsearch.errors import HpsearchError
 from hpsearch.fidelity import apply_fidelity
 from hpsearch.modelfile import save_model
-from hpsearch.models import create_model
-from hpsearch.objective import train_config
 from hpsearch.progress import Progress, fmt_params
 from hpsearch.space import arch_params
-from hpsearch.study import versions
+from hpsearch.study import stored_spec, versions
 from hpsearch.train import fit
-from hpsearch.worker import stored_spec
 
 
 def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
@@ -58,14 +54,12 @@ def retrain(study: optuna.Study, out: str, trial_number: int | None = None, epoc
     # the final model trains on every image; a searched or fixed image_size is kept
     full = apply_fidelity(full, 1.0, values.get("image_size", 0), spec.study.seed)
     n_epochs = epochs or spec.train.max_epochs
-    cfg = dataclasses.replace(train_config(spec, values, spec.study.seed + trial.number, precision),
-                              max_epochs=n_epochs, eval_every=float(n_epochs))
+    cfg = train_config(spec, values, spec.study.seed + trial.number, precision, max_epochs=n_epochs,
+                       eval_every=float(n_epochs))
     print(f"retraining trial {trial.number} ({fmt_params(values)}) for {n_epochs} epochs on "
           f"{len(full.train_y)} images; testing on {len(full.val_y)}", file=stream, flush=True)
-    torch.manual_seed(cfg.seed)
-    model = create_model(values["arch"], full.num_classes, full.in_channels, full.image_size, **arch_params(values))
-    data = DeviceData(full, device, channels_last=True)
-    model = model.to(device, memory_format=torch.channels_last)
+    model = build_model(values, full, device, cfg.seed)
+    data = device_data(full, device)
     progress = Progress(stream)
     progress.trial_started(trial.number, values, cfg, data.n_train)
     t0 = time.perf_counter()

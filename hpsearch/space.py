@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hpsearch.spec import Dimension
+from hpsearch.spec import Dimension, Spec
 
 
 def suggest(trial: Any, space: tuple[Dimension, ...]) -> dict[str, Any]:
@@ -41,3 +41,21 @@ def arch_params(values: dict[str, Any]) -> dict[str, Any]:
 def describe(space: tuple[Dimension, ...]) -> list[tuple[str, str]]:
     """(name, description) rows for `hpsearch validate`."""
     return [(d.name, d.describe() + (f"  (when arch = {d.arch})" if d.arch else "")) for d in space]
+
+
+def describe_spec(spec: Spec) -> list[str]:
+    """What `hpsearch validate` prints: the study's settings, then the search space one parameter a line."""
+    s, d, t = spec.study, spec.data, spec.train
+    lines = [f"study {s.name}: seed {s.seed}, n_trials {s.n_trials}, timeout {s.timeout or 'none'}",
+             f"data {d.dataset}: val_fraction {d.val_fraction:.4g}" + (f", val_size {d.val_size}" if d.val_size else ""),
+             f"train: max_epochs {t.max_epochs}, eval_every {t.eval_every} epochs, device {t.device}, "
+             f"precision {t.precision}, schedule {t.schedule}",
+             f"sampler {spec.sampler.name} {spec.sampler.options or ''}".rstrip(),
+             f"pruner {spec.pruner.name} {spec.pruner.options or ''}".rstrip(),
+             "space:"]
+    rows = describe(spec.space)
+    width = max(len(n) for n, _ in rows)
+    lines += [f"  {name:<{width}}  {text}" for name, text in rows]
+    if spec.enqueue:
+        lines.append(f"warm start: {len(spec.enqueue)} enqueued configuration(s)")
+    return lines

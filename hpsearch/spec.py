@@ -7,6 +7,7 @@ names the key (``train.max_epochs``), the value seen and what is allowed. The ra
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import tomllib
@@ -16,7 +17,7 @@ from typing import Any
 
 from hpsearch.errors import SpecError
 from hpsearch.models import get_model_entry, is_known_model, list_models
-from hpsearch.params import Param
+from hpsearch.params import GLOBAL_PARAMS, Param
 
 DATASETS = ("fashion-mnist", "mnist", "fashion-mnist-sample", "cifar10", "cifar100", "imagefolder", "synthetic")
 # \Z, not $: "$" also matches before a trailing newline ("cpu\n"); [0-9], not \d: no other scripts' digits
@@ -29,19 +30,8 @@ MAX_DEPTH = 8  # tables nested deeper than any valid key (space.resnet.depth.low
 
 
 def global_params() -> dict[str, Param]:
-    """The training parameters every study has, with their defaults (used when the space omits them)."""
-    return {
-        "arch": Param("str", "resnet", help="a registered architecture, or tv:<torchvision model>"),
-        "lr": Param("float", 0.05, low=1e-7, high=10.0, help="peak learning rate"),
-        "batch_size": Param("int", 128, low=1, high=16384, help="images per step"),
-        "weight_decay": Param("float", 5e-4, low=0.0, high=1.0, help="decoupled for adamw, L2 for sgd"),
-        "optimizer": Param("str", "sgd", choices=("sgd", "adamw"), help="sgd uses Nesterov momentum 0.9"),
-        "label_smoothing": Param("float", 0.0, low=0.0, high=0.5),
-        "aug_strength": Param("float", 0.0, low=0.0, high=1.0, help="0 = no augmentation"),
-        # fidelities: train on a fraction of the training images, at a lower resolution (0 = native)
-        "fraction": Param("float", 1.0, low=0.001, high=1.0, help="of the training images, per trial"),
-        "image_size": Param("int", 0, low=0, high=1024, help="resize images to this side (0 = native)"),
-    }
+    """The parameters every study has, with their defaults (used when the space omits them)."""
+    return dict(GLOBAL_PARAMS)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -571,3 +561,16 @@ def load_spec(path: str | Path) -> Spec:
     except ValueError as e:  # an integer of over 4,300 digits: Python's int() refuses it
         raise SpecError(f"{path}: invalid TOML: {str(e).split(':')[0]}") from None
     return parse_spec(raw)
+
+
+def with_overrides(spec: Spec, n_trials: int | None = None, timeout: float | None = None, device: str | None = None,
+                   seed: int | None = None) -> Spec:
+    """``spec`` with command-line overrides applied (they apply to one command and are not stored in the study)."""
+    study = dataclasses.replace(
+        spec.study,
+        n_trials=spec.study.n_trials if n_trials is None else n_trials,
+        timeout=spec.study.timeout if timeout is None else timeout,
+        seed=spec.study.seed if seed is None else seed,
+    )
+    train = spec.train if device is None else dataclasses.replace(spec.train, device=device)
+    return dataclasses.replace(spec, study=study, train=train)

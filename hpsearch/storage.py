@@ -21,9 +21,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import time
 import warnings
 from dataclasses import dataclass
+from typing import TextIO
 from urllib.parse import urlsplit
 
 import optuna
@@ -48,6 +50,10 @@ class Heartbeat:
     interval: int = 60  # seconds between beats
     grace: int = 180  # seconds without a beat before a trial counts as dead
     max_retry: int = 1
+
+    def __post_init__(self) -> None:
+        if self.grace <= self.interval:  # a live trial between two beats would count as dead
+            raise SpecError(f"--grace-period is {self.grace}, but must exceed --heartbeat-interval ({self.interval})")
 
 
 DEFAULT_HEARTBEAT = Heartbeat()
@@ -152,6 +158,16 @@ def _build(url: str, heartbeat: Heartbeat | None) -> optuna.storages.BaseStorage
         storage.get_all_studies()  # fail now, with a clear message, if the proxy is not there
         return storage
     return _rdb(url, heartbeat)
+
+
+def serve_storage(url: str, host: str, port: int, stream: TextIO = sys.stderr) -> None:
+    """``hpsearch storage serve``: Optuna's gRPC proxy in front of ``url`` (workers then use grpc://HOST:PORT)."""
+    storage = open_storage(url)
+    if host in ("0.0.0.0", "::"):
+        print(f"warning: serving on all interfaces ({host}); anyone who can reach port {port} can change studies",
+              file=stream, flush=True)
+    print(f"serving {mask_url(url)} on grpc://{host}:{port}", file=stream, flush=True)
+    optuna.storages.run_grpc_proxy_server(storage, host=host, port=port)
 
 
 def open_storage(url: str, heartbeat: Heartbeat | None = DEFAULT_HEARTBEAT, retry_s: float | None = None

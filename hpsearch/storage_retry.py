@@ -16,7 +16,8 @@ from typing import Any
 import optuna
 import sqlalchemy.exc
 from optuna.storages import BaseStorage
-from optuna.storages._heartbeat import BaseHeartbeat
+
+from hpsearch.optuna_internals import STALE_TRIAL_IDS, BaseHeartbeat
 
 log = logging.getLogger("hpsearch")
 
@@ -116,7 +117,7 @@ LOST_WORKER = "worker lost: no heartbeat within the grace period (killed or cut 
 def _get_stale_trial_ids(self: RetryingStorage, study_id: int) -> list[int]:
     """Optuna fails these trials next (``fail_stale_trials``) and a FAIL trial takes no more attributes: record
     why on each one now, while it is still RUNNING, so that every failed trial carries a ``reason``."""
-    ids = self._call("_get_stale_trial_ids", study_id)
+    ids = self._call(STALE_TRIAL_IDS, study_id)
     for trial_id in ids:
         # UpdateFinishedTrialError: another worker failed it first (and recorded why), or it finished after all
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
@@ -124,7 +125,7 @@ def _get_stale_trial_ids(self: RetryingStorage, study_id: int) -> list[int]:
     return ids
 
 
-RetryingStorage._get_stale_trial_ids = _get_stale_trial_ids
+setattr(RetryingStorage, STALE_TRIAL_IDS, _get_stale_trial_ids)
 
 # Journal storages have no heartbeat: report "disabled" instead of failing on the missing methods.
 for _name in ("get_heartbeat_interval", "get_heartbeat_stale_trial_callback", "get_failed_trial_callback"):

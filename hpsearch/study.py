@@ -13,8 +13,9 @@ import torch
 import torchvision
 
 from hpsearch import __version__
-from hpsearch.errors import SpecError, StudyNotFound
-from hpsearch.spec import Spec
+from hpsearch.errors import HpsearchError, SpecError, StudyNotFound
+from hpsearch.spec import Spec, parse_spec
+from hpsearch.storage import open_storage
 
 log = logging.getLogger("hpsearch")
 SPEC_ATTR = "hpsearch.spec"
@@ -122,6 +123,19 @@ def _trials_if_exists(storage: optuna.storages.BaseStorage, name: str) -> list:
     except KeyError:
         return []
     return storage.get_all_trials(study_id, deepcopy=False)
+
+
+def stored_spec(study: optuna.Study) -> Spec:
+    """The spec the study was created with (the source of truth for every worker that joins it)."""
+    raw = study.user_attrs.get(SPEC_ATTR)
+    if raw is None:
+        raise HpsearchError(f"study {study.study_name!r} was not created by hpsearch (it has no stored spec)")
+    return parse_spec(json.loads(raw))
+
+
+def open_existing(url: str, name: str) -> optuna.Study:
+    """An existing study, opened to read or inspect it (no heartbeat); StudyNotFound names the ones there are."""
+    return load_study(open_storage(url, heartbeat=None), name)
 
 
 def load_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study:

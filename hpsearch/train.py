@@ -2,8 +2,9 @@
 
 This module never imports optuna. At every eval point ``fit`` computes validation Top-1/Top-5 and calls
 each hook's ``on_eval``; a hook may raise to stop training (the Optuna glue raises ``TrialPruned``).
-A non-finite loss raises :class:`Diverged`; training past ``max_seconds`` raises :class:`TimeLimit`. Eval points are spaced ``eval_every`` epochs apart and numbered
-1, 2, ... so that step k means the same fraction of training in every trial, whatever its batch size.
+A non-finite loss raises :class:`Diverged`; training past ``max_seconds`` raises :class:`TimeLimit`. Eval
+points are spaced ``eval_every`` epochs apart and numbered 1, 2, ... so that step k means the same fraction
+of training in every trial, whatever its batch size.
 """
 
 from __future__ import annotations
@@ -12,37 +13,42 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, make_dataclass
 from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-from hpsearch import faults
 from hpsearch.augment import Augmenter, aug_params
 from hpsearch.data.loader import DeviceData, batches_per_epoch, epoch_batches
+from hpsearch.params import PY_TYPES, train_params
 
 PROGRESS_EVERY = 10  # batches between progress callbacks (each one syncs the device to read the loss)
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything ``fit`` needs, resolved: one trial's hyperparameters plus the study's training settings."""
+# The study's training settings, resolved for one ``fit`` call: (name, type, default).
+TRAIN_SETTINGS: list[tuple[str, Any, Any]] = [
+    ("max_epochs", int, 5),
+    ("eval_every", float, 0.5),  # epochs between eval points
+    ("schedule", str, "onecycle"),
+    ("warmup", float, 0.2),  # fraction of all steps
+    ("eval_batch_size", int, 1024),
+    ("precision", str, "fp32"),  # resolved: fp32 | bf16 | fp16
+    ("seed", int, 0),
+    ("max_seconds", float | None, None),  # wall seconds of one fit call (training and evaluation), then TimeLimit
+]
 
-    lr: float  # peak learning rate
-    batch_size: int
-    weight_decay: float
-    optimizer: str  # "sgd" (Nesterov, momentum 0.9) or "adamw"
-    label_smoothing: float
-    aug_strength: float
-    max_epochs: int
-    eval_every: float = 0.5  # epochs between eval points
-    schedule: str = "onecycle"
-    warmup: float = 0.2  # fraction of all steps
-    eval_batch_size: int = 1024
-    precision: str = "fp32"  # resolved: fp32 | bf16 | fp16
-    seed: int = 0
-    max_seconds: float | None = None  # wall seconds of one fit call (training and evaluation), then TimeLimit
+# Everything ``fit`` needs: one trial's hyperparameters (lr: peak learning rate; batch_size; weight_decay;
+# optimizer: "sgd" (Nesterov, momentum 0.9) or "adamw"; label_smoothing; aug_strength; ...) plus the
+# settings above. The hyperparameter fields come from the one parameter table, hpsearch.params.GLOBAL_PARAMS.
+TrainConfig = make_dataclass(
+    "TrainConfig",
+    [(name, PY_TYPES[p.kind], field(default=p.default)) for name, p in train_params().items()]
+    + [(name, typ, field(default=default)) for name, typ, default in TRAIN_SETTINGS],
+    frozen=True,
+)
+TrainConfig.__module__ = __name__  # (make_dataclass takes module= only from Python 3.12)
+TrainConfig.__doc__ = "One trial's hyperparameters (hpsearch.params.GLOBAL_PARAMS, role 'train') and settings."
 
 
 @dataclass(frozen=True)
@@ -184,7 +190,6 @@ def fit(model: nn.Module, data: DeviceData, cfg: TrainConfig, hooks: Sequence[An
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     n_evals = math.ceil(cfg.max_epochs / cfg.eval_every - 1e-9)
     eval_at = [round(min(k * cfg.eval_every, cfg.max_epochs) * n_batches) for k in range(1, n_evals + 1)]
-    injected = faults.plan(cfg.seed, n_batches)  # no-op unless $HPSEARCH_FAULTS is set (tests and drills)
 
     def check_time() -> None:
         if cfg.max_seconds is not None and (spent := time.perf_counter() - t_start) > cfg.max_seconds:
@@ -217,11 +222,10 @@ def fit(model: nn.Module, data: DeviceData, cfg: TrainConfig, hooks: Sequence[An
     t_train = time.perf_counter()
     for epoch in range(start_epoch, cfg.max_epochs):
         for b, idx in enumerate(epoch_batches(data.n_train, cfg.batch_size, g_perm, device)):
-            injected.allocate(idx.shape[0])
-            xb = injected.augment(augmenter, data.train_x[idx], step + 1)
+            xb = augmenter(data.train_x[idx])
             yb = data.train_y[idx]
             with autocast(device, cfg.precision):
-                loss = injected.loss(loss_fn(model(xb), yb), step + 1)
+                loss = loss_fn(model(xb), yb)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

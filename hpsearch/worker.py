@@ -9,7 +9,6 @@ of them dies, its retry is picked up here. Ctrl-C / SIGTERM checkpoint-and-reque
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -18,21 +17,23 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TextIO
 
 import optuna
 import torch
-from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
+from hpsearch import faults
+from hpsearch import optuna_internals as internals
 from hpsearch.checkpoint import Checkpoints, open_artifact_store, retried_numbers
 from hpsearch.data import load_dataset
 from hpsearch.data.base import Dataset
 from hpsearch.device import configure, resolve_device, resolve_precision
-from hpsearch.errors import HpsearchError, StorageError
-from hpsearch.objective import Interrupted, Objective, StopFlag, one_line, release_memory
+from hpsearch.errors import StorageError, first_line
+from hpsearch.objective import Interrupted, Objective, StopFlag, release_memory
 from hpsearch.progress import Progress, summary
-from hpsearch.spec import Spec, parse_spec
+from hpsearch.spec import Spec, with_overrides
 from hpsearch.storage import (
     DEFAULT_HEARTBEAT,
     Heartbeat,
@@ -42,10 +43,39 @@ from hpsearch.storage import (
     open_storage,
 )
 from hpsearch.storage_retry import is_transient
-from hpsearch.study import SPEC_ATTR, build_pruner, build_sampler, load_study, open_study
+from hpsearch.study import build_pruner, build_sampler, load_study, open_study, stored_spec
 
 log = logging.getLogger("hpsearch")
 WAIT_POLL_S = 2.0
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """What ``hpsearch run`` and ``hpsearch worker`` take beyond the study: overrides of the spec's run controls
+    (None: the spec's value), where data and checkpoints live, the heartbeat, and checkpoint retention."""
+
+    n_trials: int | None = None  # finished trials the study should hold in total
+    timeout: float | None = None  # seconds after which no trial starts
+    device: str | None = None
+    data_dir: str | None = None
+    artifacts: str | None = None  # checkpoint store: a folder or s3://bucket/prefix
+    heartbeat: Heartbeat = DEFAULT_HEARTBEAT
+    keep_best: int = 3  # completed trials whose checkpoints are kept
+
+    def apply(self, spec: Spec) -> Spec:
+        return with_overrides(spec, self.n_trials, self.timeout, self.device)
+
+    def worker_args(self) -> list[str]:
+        """The same options as ``hpsearch worker`` arguments (for local worker processes)."""
+        hb = self.heartbeat
+        options = {"n_trials": self.n_trials, "timeout": self.timeout, "device": self.device,
+                   "data_dir": self.data_dir, "artifacts": self.artifacts, "heartbeat_interval": hb.interval,
+                   "grace_period": hb.grace, "max_retry": hb.max_retry, "keep_best": self.keep_best}
+        out: list[str] = []
+        for k, v in options.items():
+            if v is not None:
+                out += [f"--{k.replace('_', '-')}", str(v)]
+        return out
 
 
 def _counts(t, retried: set[int]) -> bool:
@@ -72,13 +102,6 @@ def is_surplus(trials: list, number: int, target: int) -> bool:
     return sum(1 for t in trials if t.number < number and _counts(t, retried)) >= target
 
 
-def stored_spec(study: optuna.Study) -> Spec:
-    raw = study.user_attrs.get(SPEC_ATTR)
-    if raw is None:
-        raise HpsearchError(f"study {study.study_name!r} was not created by hpsearch (it has no stored spec)")
-    return parse_spec(json.loads(raw))
-
-
 @contextmanager
 def signals_to(flag: StopFlag):
     """SIGINT/SIGTERM set ``flag`` (the trial stops at its next progress point); a second one aborts."""
@@ -98,10 +121,10 @@ def signals_to(flag: StopFlag):
             signal.signal(s, h)
 
 
-def run_worker(spec: Spec, study: optuna.Study, data_dir: str | None = None, artifacts: str | None = None,
-               keep_best: int = 3, stream: TextIO = sys.stderr, dataset: Dataset | None = None) -> int:
-    """Runs trials until the study's target is met or the timeout passes; returns the exit code. The dataset is
-    loaded when the first trial needs it, unless the caller passes it."""
+def run_worker(spec: Spec, study: optuna.Study, opts: WorkerOptions, stream: TextIO = sys.stderr,
+               dataset: Dataset | None = None) -> int:
+    """Runs trials until the study's target is met or the timeout passes; returns the exit code. ``spec`` has
+    ``opts``' overrides applied. The dataset is loaded when the first trial needs it, unless the caller passes it."""
     if threads := os.environ.get("HPSEARCH_THREADS"):
         torch.set_num_threads(max(1, int(threads)))
     target = spec.study.n_trials
@@ -109,8 +132,11 @@ def run_worker(spec: Spec, study: optuna.Study, data_dir: str | None = None, art
     device = resolve_device(spec.train.device)
     precision = resolve_precision(spec.train.precision, device)
     configure(device)
-    checkpoints = Checkpoints(open_artifact_store(artifacts), keep_best)
-    heartbeat = is_heartbeat_enabled(study._storage)
+    checkpoints = Checkpoints(open_artifact_store(opts.artifacts), opts.keep_best)
+    heartbeat = internals.heartbeat_enabled(internals.study_storage(study))
+    if fault_spec := faults.active():
+        print(f"warning: fault injection is on (${faults.ENV}={fault_spec}): trials will fail on purpose",
+              file=stream, flush=True)
     flag = StopFlag()
     objective = None
     live = None if not os.environ.get("HPSEARCH_NO_LIVE") else False
@@ -138,7 +164,7 @@ def run_worker(spec: Spec, study: optuna.Study, data_dir: str | None = None, art
                 continue
             if objective is None:
                 if dataset is None:
-                    dataset = load_dataset(spec.data, spec.study.seed, data_dir)
+                    dataset = load_dataset(spec.data, spec.study.seed, opts.data_dir)
                 print(f"data: {dataset.source}; {len(dataset.train_y)} train / {len(dataset.val_y)} val images; "
                       f"device {device}, precision {precision}", file=stream, flush=True)
                 objective = Objective(spec, dataset, device, precision, progress, checkpoints, flag)
@@ -188,40 +214,37 @@ def storage_outage(url: str) -> Iterator[None]:
     except Exception as e:
         if not is_transient(e):
             raise
-        detail = mask_secrets(f"{type(e).__name__}: {one_line(e)}", url)[:300]
+        detail = mask_secrets(f"{type(e).__name__}: {first_line(e)}", url)[:300]
         raise StorageError(f"storage {mask_url(url)} stopped answering and did not come back within the retry "
                            f"window ($HPSEARCH_STORAGE_RETRY_S): {detail}; finished trials are kept: run the "
                            "same command again once the storage is back") from None
 
 
-def run(spec: Spec, storage_url: str, study_name: str | None = None, data_dir: str | None = None,
-        artifacts: str | None = None, heartbeat: Heartbeat = DEFAULT_HEARTBEAT, keep_best: int = 3,
+def run(spec: Spec, storage_url: str, study_name: str | None = None, opts: WorkerOptions = WorkerOptions(),
         stream: TextIO = sys.stderr, force_spec: bool = False) -> int:
     """``hpsearch run`` in one process: create or continue the study, then work on it."""
+    spec = opts.apply(spec)
     name = study_name or spec.study.name
     resolve_device(spec.train.device)  # a bad device is a usage error before anything is created
     # so is missing or broken data: load it before the study is created (one error line, nothing left behind)
-    dataset = load_dataset(spec.data, spec.study.seed, data_dir)
-    study = open_study(spec, open_storage(storage_url, heartbeat), name, force_spec=force_spec)
+    dataset = load_dataset(spec.data, spec.study.seed, opts.data_dir)
+    study = open_study(spec, open_storage(storage_url, opts.heartbeat), name, force_spec=force_spec)
     with storage_outage(storage_url):
         print(f"study {name} in {mask_url(storage_url)}: {finished_count(study.get_trials(deepcopy=False))} of "
               f"{spec.study.n_trials} trials finished", file=stream, flush=True)
-        code = run_worker(spec, study, data_dir, artifacts, keep_best, stream, dataset)
+        code = run_worker(spec, study, opts, stream, dataset)
         print(summary(study), file=stream, flush=True)
     return code
 
 
-def join(storage_url: str, study_name: str, overrides: dict, data_dir: str | None = None,
-         artifacts: str | None = None, heartbeat: Heartbeat = DEFAULT_HEARTBEAT, keep_best: int = 3,
-         stream: TextIO = sys.stderr) -> int:
+def join(storage_url: str, study_name: str, opts: WorkerOptions = WorkerOptions(), stream: TextIO = sys.stderr
+         ) -> int:
     """``hpsearch worker``: join an existing study; its stored spec is the source of truth."""
-    from hpsearch.runner import with_overrides
-
-    study = load_study(open_storage(storage_url, heartbeat), study_name)
-    spec = with_overrides(stored_spec(study), **overrides)
+    study = load_study(open_storage(storage_url, opts.heartbeat), study_name)
+    spec = opts.apply(stored_spec(study))
     # optuna.load_study gives the defaults (TPE, median pruner): use the stored spec's sampler and pruner; the seed
     # is offset by the process id too, so that workers joining at the same moment do not replay the same draws
     study.sampler = build_sampler(spec, len(study.get_trials(deepcopy=False)) + os.getpid())
     study.pruner = build_pruner(spec)
     with storage_outage(storage_url):
-        return run_worker(spec, study, data_dir, artifacts, keep_best, stream)
+        return run_worker(spec, study, opts, stream)

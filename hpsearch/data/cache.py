@@ -55,6 +55,18 @@ class CacheInfo:
     resumed_from: int  # images already done by an interrupted run (0: a fresh start)
     seconds: float  # wall time of this call
 
+    def headline(self) -> str:
+        """The one line ``hpsearch data prepare`` ends with."""
+        return (f"cache {self.path}: {self.n_train} train + {self.n_val} val images of {len(self.classes)} classes "
+                f"at {self.size} px; {self.skipped} unreadable skipped; {self.seconds:.1f} s")
+
+
+def parse_classes(text: str | None) -> int | list[str] | None:
+    """``--classes``: a count (the first N class folders, sorted) or comma-separated folder names."""
+    if not text:
+        return None
+    return int(text) if text.strip().isdigit() else [c.strip() for c in text.split(",") if c.strip()]
+
 
 # ---- decoding, in-process or in a pool ---------------------------------------------------------------------
 

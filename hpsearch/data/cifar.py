@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from hpsearch.data.base import check_readable
-from hpsearch.errors import DataError
+from hpsearch.errors import DataError, first_line
 
 LAYOUT = {
     "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch", "batches.meta",
@@ -43,7 +43,7 @@ def safe_unpickle(path: Path) -> dict:
         with open(path, "rb") as f:
             obj = SafeUnpickler(f, encoding="bytes").load()
     except Exception as e:  # a damaged pickle fails in a dozen ways (IndexError, MemoryError, KeyError, ...)
-        reason = (str(e).strip().splitlines() or [""])[0] or type(e).__name__
+        reason = first_line(e, type(e).__name__)
         raise DataError(f"cannot read {path}: {reason}") from None
     if not isinstance(obj, dict):
         raise DataError(f"{path} is not a CIFAR batch (a {type(obj).__name__}, not a dict)")

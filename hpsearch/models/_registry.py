@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from hpsearch.errors import SpecError
+from hpsearch.errors import SpecError, first_line
 from hpsearch.params import Param
 
 ModelFn = Callable[..., nn.Module]
@@ -151,7 +151,7 @@ def build_tv_model(tv_name: str, num_classes: int, in_channels: int, image_size:
         with torch.no_grad():
             model(torch.zeros(1, in_channels, image_size, image_size))
     except (RuntimeError, ValueError, AssertionError) as e:  # torch._assert raises AssertionError
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        reason = first_line(e, type(e).__name__)
         problem = f"images are {image_size} px, but {TV_PREFIX}{tv_name} cannot take them: {reason}"
         raise SpecError(problem) from None
     return model.train()

@@ -1,0 +1,62 @@
+"""What ``hpsearch status`` and ``hpsearch best`` report: per-study trial counts, best values, resumed trials
+and checkpoint disk use, collected as plain data and formatted as text or JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from hpsearch.checkpoint import disk_usage
+from hpsearch.errors import HpsearchError
+from hpsearch.progress import state_counts, summary
+from hpsearch.storage import mask_url, open_storage
+from hpsearch.study import load_study
+
+
+def study_status(study: optuna.Study) -> dict[str, Any]:
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = max(complete, key=lambda t: t.value) if complete else None
+    return {"study": study.study_name, "trials": len(trials), "states": state_counts(trials),
+            "best_value": best.value if best else None, "best_trial": best.number if best else None,
+            "resumed": [{"trial": t.number, "from_trial": t.user_attrs["resumed_from_trial"],
+                         "at_epoch": t.user_attrs.get("resumed_at_epoch")}
+                        for t in trials if "resumed_from_trial" in t.user_attrs]}
+
+
+def storage_status(url: str, study_name: str | None = None, artifacts: str | None = None) -> dict[str, Any]:
+    """Every study in the storage (or one), with the artifact store's disk use (None for an object store)."""
+    storage = open_storage(url, heartbeat=None)
+    names = [study_name] if study_name else optuna.get_all_study_names(storage)
+    return {"storage": mask_url(url), "artifact_bytes": disk_usage(artifacts),
+            "studies": [study_status(load_study(storage, n)) for n in names]}
+
+
+def format_status(status: dict[str, Any], as_json: bool = False) -> str:
+    if as_json:
+        return json.dumps(status, indent=2)
+    used = status["artifact_bytes"]
+    lines = [f"storage {status['storage']}: {len(status['studies'])} studies; checkpoints use "
+             + (f"{used / 1e6:.1f} MB" if used is not None else "an object store")]
+    for r in status["studies"]:
+        best = f"best {r['best_value']:.2f}% (trial {r['best_trial']})" if r["best_value"] is not None else "no best yet"
+        counts = "  ".join(f"{s} {n}" for s, n in r["states"].items())
+        lines.append(f"{r['study']}: {r['trials']} trials  {counts}  {best}")
+        lines += [f"  trial {x['trial']} resumed trial {x['from_trial']} at epoch {x['at_epoch']}"
+                  for x in r["resumed"]]
+    return "\n".join(lines)
+
+
+def best_report(study: optuna.Study, as_json: bool = False) -> str:
+    """The best completed trial: the run summary, or JSON with number, value (val Top-1, %), metric, params and
+    user attributes; HpsearchError (exit 1) while the study has no completed trial."""
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        raise HpsearchError(f"study {study.study_name!r} has no completed trial yet")
+    if not as_json:
+        return summary(study)
+    t = study.best_trial
+    return json.dumps({"number": t.number, "value": t.value, "metric": "val_top1", "params": t.params,
+                       "user_attrs": t.user_attrs}, indent=2, default=str)
