@@ -14,18 +14,18 @@ import math
 import tomllib
 import warnings
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import optuna
 import sqlalchemy
-from optuna.distributions import CategoricalDistribution, json_to_distribution
-from optuna.storages import RDBStorage
+from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.errors import SpecError, StorageError
+from hpsearch import optuna_internals as internals
+from hpsearch.errors import SpecError, StorageError, first_line
 from hpsearch.progress import fmt_params, state_counts
 from hpsearch.storage import mask_secrets, mask_url
 
@@ -128,76 +128,18 @@ def read_trials(study: optuna.Study) -> list[FrozenTrial]:
     with plain SELECTs over Optuna's own tables and decoded as Optuna decodes them: its ORM loader builds one
     object per row (270,000 at 10,000 trials × 20 eval points, ~10 s on this machine's CPUs), this reads the
     same rows in ~1 s. Other storages: ``study.get_trials``."""
-    rdb = _rdb_backend(study._storage)
+    rdb = internals.rdb_backend(internals.study_storage(study))
     if rdb is None:
         return study.get_trials(deepcopy=False)
     try:
-        return _read_rdb_trials(rdb, study._study_id)
+        return internals.read_rdb_trials(rdb, internals.study_id(study))
     except sqlalchemy.exc.SQLAlchemyError as e:
-        text = str(e).strip().splitlines()
         raise StorageError(f"reading the trials of study {study.study_name!r} failed: "
-                           f"{text[0] if text else type(e).__name__}") from None
+                           f"{first_line(e, type(e).__name__)}") from None
     except (ImportError, AttributeError, KeyError, TypeError) as e:
         # Optuna's private ORM models changed shape (another Optuna version): its public reader is slower but right
         log.debug("fast trial reader unavailable (%s: %s); using get_trials", type(e).__name__, e)
         return study.get_trials(deepcopy=False)
-
-
-def _rdb_backend(storage: Any) -> RDBStorage | None:
-    """The RDBStorage behind Optuna's cache and hpsearch's retry wrappers, or None."""
-    for _ in range(5):
-        if isinstance(storage, RDBStorage):
-            return storage
-        storage = getattr(storage, "inner", None) or getattr(storage, "_backend", None)
-    return None
-
-
-def _read_rdb_trials(rdb: RDBStorage, study_id: int) -> list[FrozenTrial]:
-    from optuna.storages._rdb import models as m
-
-    def local(d: datetime | None) -> datetime | None:  # stored as naive UTC, returned as naive local time
-        return None if d is None else d.replace(tzinfo=UTC).astimezone().replace(tzinfo=None)
-
-    def rows(model: Any, *cols: Any, order: Any) -> list:
-        q = (sqlalchemy.select(model.trial_id, *cols).join(m.TrialModel, m.TrialModel.trial_id == model.trial_id)
-             .where(m.TrialModel.study_id == study_id).order_by(order))
-        return conn.execute(q).all()
-
-    T = m.TrialModel
-    with rdb.engine.connect() as conn:
-        head = conn.execute(sqlalchemy.select(T.trial_id, T.number, T.state, T._datetime_start_utc,
-                                              T._datetime_complete_utc)
-                            .where(T.study_id == study_id).order_by(T.trial_id)).all()
-        fields = {tid: {"values": {}, "params": {}, "distributions": {}, "user_attrs": {}, "system_attrs": {},
-                        "intermediate_values": {}} for tid, *_ in head}
-        for tid, objective, value, kind in rows(m.TrialValueModel, m.TrialValueModel.objective,
-                                                m.TrialValueModel.value, m.TrialValueModel.value_type,
-                                                order=m.TrialValueModel.trial_value_id):
-            fields[tid]["values"][objective] = m.TrialValueModel.stored_repr_to_value(value, kind)
-        dists: dict[str, Any] = {}  # distribution JSON -> distribution, parsed once
-        P = m.TrialParamModel
-        for tid, name, value, dist_json in rows(P, P.param_name, P.param_value, P.distribution_json, order=P.param_id):
-            dist = dists.get(dist_json) or dists.setdefault(dist_json, json_to_distribution(dist_json))
-            fields[tid]["params"][name] = dist.to_external_repr(value)
-            fields[tid]["distributions"][name] = dist
-        for key, model in (("user_attrs", m.TrialUserAttributeModel), ("system_attrs", m.TrialSystemAttributeModel)):
-            for tid, k, value_json in rows(model, model.key, model.value_json,
-                                           order=sqlalchemy.inspect(model).primary_key[0]):
-                fields[tid][key][k] = json.loads(value_json)
-        I = m.TrialIntermediateValueModel  # noqa: E741
-        for tid, step, value, kind in rows(I, I.step, I.intermediate_value, I.intermediate_value_type,
-                                           order=I.trial_intermediate_value_id):
-            fields[tid]["intermediate_values"][step] = I.stored_repr_to_intermediate_value(value, kind)
-    out = []
-    for tid, number, state, start, complete in head:
-        f = fields[tid]
-        values = [f["values"][i] for i in sorted(f["values"])] or None
-        out.append(FrozenTrial(number=number, state=state, value=None, values=values, datetime_start=local(start),
-                               datetime_complete=local(complete), params=f["params"],
-                               distributions=f["distributions"], user_attrs=f["user_attrs"],
-                               system_attrs=f["system_attrs"], intermediate_values=f["intermediate_values"],
-                               trial_id=tid))
-    return out
 
 
 # ============================================================================================================
@@ -294,8 +236,7 @@ def collect_importance(trials: list[FrozenTrial], max_trials: int = 1000) -> dic
             tmp.add_trials(done)
             imp = optuna.importance.get_param_importances(tmp)
     except Exception as e:
-        text = str(e).strip().splitlines()
-        return {"importance": {}, "note": f"importance not computed: {text[0] if text else type(e).__name__}"}
+        return {"importance": {}, "note": f"importance not computed: {first_line(e, type(e).__name__)}"}
     note = f"from the latest {len(done)} complete trials" if len(_complete(trials)) > len(done) else ""
     return {"importance": {k: float(v) for k, v in imp.items()}, "note": note}
 
@@ -588,3 +529,12 @@ def write_report(study: optuna.Study, path: str | Path, layout: str = "overview"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(doc, encoding="utf-8")
     return path
+
+
+def default_report_path(study_name: str) -> str:
+    """``dashboards/<study>.html``; a stored study name that is not a plain file name (``../x``) is refused."""
+    from hpsearch.spec import STUDY_NAME_RE  # (spec imports torch; the rest of this module does not)
+
+    if not STUDY_NAME_RE.match(study_name):
+        raise SpecError(f"study name {study_name!r} cannot name a file in dashboards/; pass -o FILE.html")
+    return f"dashboards/{study_name}.html"
