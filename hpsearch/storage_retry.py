@@ -114,7 +114,7 @@ RetryingStorage.record_heartbeat = _record_heartbeat
 LOST_WORKER = "worker lost: no heartbeat within the grace period (killed or cut off); failed, re-queued if retries remain"
 
 
-def _get_stale_trial_ids(self: RetryingStorage, study_id: int) -> list[int]:
+def _stale_trial_ids_with_reason(self: RetryingStorage, study_id: int) -> list[int]:
     """Optuna fails these trials next (``fail_stale_trials``) and a FAIL trial takes no more attributes: record
     why on each one now, while it is still RUNNING, so that every failed trial carries a ``reason``."""
     ids = self._call(STALE_TRIAL_IDS, study_id)
@@ -125,7 +125,7 @@ def _get_stale_trial_ids(self: RetryingStorage, study_id: int) -> list[int]:
     return ids
 
 
-setattr(RetryingStorage, STALE_TRIAL_IDS, _get_stale_trial_ids)
+setattr(RetryingStorage, STALE_TRIAL_IDS, _stale_trial_ids_with_reason)
 
 # Journal storages have no heartbeat: report "disabled" instead of failing on the missing methods.
 for _name in ("get_heartbeat_interval", "get_heartbeat_stale_trial_callback", "get_failed_trial_callback"):
