@@ -113,16 +113,19 @@ def worker_options(f):
                      help="How often a dead worker's trial is re-queued."),
         click.option("--keep-best", type=click.IntRange(min=0), default=3, show_default=True,
                      help="Completed trials whose checkpoints are kept."),
+        click.option("--pack", help="Trials trained as one fused model: K (1-64) or auto (overrides train.pack)."),
     ]
 
     @functools.wraps(f)
     def wrapper(*args, n_trials, timeout, device, data_dir, artifacts, heartbeat_interval, grace_period, max_retry,
-                keep_best, **kwargs):
+                keep_best, pack, **kwargs):
+        from hpsearch.spec import parse_pack
         from hpsearch.storage import Heartbeat
         from hpsearch.worker import WorkerOptions
 
         options = WorkerOptions(n_trials, timeout, device, data_dir, artifacts,
-                                Heartbeat(heartbeat_interval, grace_period, max_retry), keep_best)
+                                Heartbeat(heartbeat_interval, grace_period, max_retry), keep_best,
+                                None if pack is None else parse_pack(pack, "--pack"))
         return f(*args, opts=options, **kwargs)
 
     for opt in reversed(opts):

@@ -108,3 +108,32 @@ def install(model: nn.Module, trial_seed: int, steps_per_epoch: int) -> FaultPla
         model.register_forward_pre_hook(injector.before)
         model.register_forward_hook(injector.after)
     return faults
+
+
+def install_pack(model: Any, cfgs: list, steps_per_epoch: int) -> None:
+    """The faults of a trial pack (a :class:`hpsearch.pack.StackedModel` and its members' configs): each member
+    draws its own plan from its own seed, as a solo trial would. ``diverge`` turns only that member's rows NaN
+    (its pack-mates must go on untouched); ``error`` and ``oom_above_batch`` concern the whole fused step."""
+    if not active():
+        return
+    plans = [plan(c.seed, steps_per_epoch) for c in cfgs]
+    step = [0]
+
+    def hook(stacked: Any, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        step[0] += 1
+        batch = x.shape[1]
+        for f in plans:
+            if f.oom_above_batch is not None and batch > f.oom_above_batch:
+                raise torch.OutOfMemoryError(f"{PREFIX}: a batch of {batch} images is more than "
+                                             f"oom_above_batch={f.oom_above_batch}")
+        rows = [row for row, member in enumerate(stacked.members) if step[0] == plans[member].error_at]
+        if rows:
+            raise RuntimeError(f"{PREFIX}: error at training step {step[0]}")
+        nan_rows = [row for row, member in enumerate(stacked.members) if step[0] == plans[member].diverge_at]
+        if not nan_rows:
+            return out
+        mask = torch.zeros(out.shape[0], 1, 1, dtype=torch.bool, device=out.device)
+        mask[nan_rows] = True
+        return torch.where(mask, out * float("nan"), out)
+
+    model.output_hooks.append(hook)

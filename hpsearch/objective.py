@@ -15,6 +15,7 @@ import math
 import os
 import socket
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -29,7 +30,7 @@ from hpsearch.errors import first_line
 from hpsearch.fidelity import apply_fidelity
 from hpsearch.space import suggest
 from hpsearch.spec import Spec
-from hpsearch.train import Diverged, EvalPoint, TimeLimit, fit
+from hpsearch.train import Diverged, EvalPoint, FitResult, TimeLimit, TrainConfig, fit
 
 log = logging.getLogger("hpsearch")
 
@@ -88,6 +89,23 @@ def release_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+@dataclass
+class TrialRun:
+    """One trial on its way through the objective."""
+
+    trial: optuna.Trial
+    values: dict[str, Any]  # the full configuration, fixed values included
+    data: DeviceData
+    ds: Dataset
+    seed: int
+    cfg: TrainConfig
+    reporter: Reporter
+    hooks: list[Any]
+    t0: float  # perf_counter at the start
+    model: torch.nn.Module | None = None
+    resume: dict | None = None
+
+
 class Objective:
     """Callable objective for ``study.optimize``; the data is moved to the device once, for all trials."""
 
@@ -109,6 +127,28 @@ class Objective:
         return self._views[key], ds
 
     def __call__(self, trial: optuna.Trial) -> float:
+        run = self.start(trial)
+        try:
+            run.resume = self._resume_state(trial, run.reporter)
+            self.build(run)
+            result = fit(run.model, run.data, run.cfg, run.hooks, resume=run.resume)
+        except (Exception, Interrupted) as e:
+            ended = self.ended(run, e)
+            if ended is e:
+                raise
+            raise ended from None
+        else:
+            return self.completed(run, result)
+        finally:
+            run.model = None
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    # -- the steps of a trial, shared with trial packs (hpsearch.packs) ----------------------------------------
+
+    def start(self, trial: optuna.Trial, hooks: list[Any] | None = None) -> TrialRun:
+        """Samples the configuration and records it; the trial's hooks are the reporter, then ``hooks`` (default:
+        the progress printer and the stop flag), then the checkpoint hook."""
         t0 = time.perf_counter()
         self.last_failed = True  # until it returns or is pruned
         values = suggest(trial, self.spec.space)
@@ -119,54 +159,56 @@ class Objective:
         trial.set_user_attr("device", str(self.device))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         reporter = Reporter(trial)
-        hooks: list[Any] = [reporter] + [h for h in (self.progress, self.stop) if h is not None]
+        extra = [h for h in (self.progress, self.stop) if h is not None] if hooks is None else hooks
+        all_hooks: list[Any] = [reporter, *extra]
         if self.checkpoints is not None:
-            hooks.append(CheckpointHook(self.checkpoints, trial))
-        if self.progress:
+            all_hooks.append(CheckpointHook(self.checkpoints, trial))
+        if self.progress and hooks is None:
             self.progress.trial_started(trial.number, values, cfg, data.n_train)
-        model = None
-        try:
-            resume = self._resume_state(trial, reporter)
-            model = build_model(values, ds, self.device, seed)
-            trial.set_user_attr("n_params", sum(p.numel() for p in model.parameters()))
-            faults.install(model, seed, batches_per_epoch(data.n_train, cfg.batch_size))  # only if $HPSEARCH_FAULTS
-            result = fit(model, data, cfg, hooks, resume=resume)
-        except optuna.TrialPruned as e:
+        return TrialRun(trial, values, data, ds, seed, cfg, reporter, all_hooks, t0)
+
+    def build(self, run: TrialRun, solo: bool = True) -> None:
+        """The trial's model on the device; a solo one gets $HPSEARCH_FAULTS' hooks when that is set (a pack's
+        faults go on the fused model: hpsearch.faults.install_pack)."""
+        run.model = build_model(run.values, run.ds, self.device, run.seed)
+        run.trial.set_user_attr("n_params", sum(p.numel() for p in run.model.parameters()))
+        if solo:
+            faults.install(run.model, run.seed, batches_per_epoch(run.data.n_train, run.cfg.batch_size))
+
+    def ended(self, run: TrialRun, e: BaseException) -> BaseException:
+        """Records why the trial stopped early and returns what to raise: ``optuna.TrialPruned`` for a pruned,
+        diverged or timed-out trial (state PRUNED), else ``e`` itself (state FAIL; an interrupt re-queues)."""
+        trial, reporter, t0 = run.trial, run.reporter, run.t0
+        if isinstance(e, optuna.TrialPruned):
             self.last_failed = False
             self._record(trial, reporter, t0, reason=str(e))
-            raise
-        except Interrupted as e:
+            return e
+        if isinstance(e, Interrupted):
             epoch = reporter.last.epoch if reporter.last else 0
             self._record(trial, reporter, t0, reason=f"interrupted ({e}) after epoch {epoch:.2f}; re-queued")
-            raise
-        except Diverged as e:
+            return e
+        if isinstance(e, Diverged | TimeLimit):
             self.last_failed = False
-            self._record(trial, reporter, t0, reason="diverged")
-            raise optuna.TrialPruned(f"diverged: {e}") from None
-        except TimeLimit as e:
-            self.last_failed = False
-            self._record(trial, reporter, t0, reason="time_limit")
-            raise optuna.TrialPruned(f"time_limit: {e}") from None
-        except torch.OutOfMemoryError as e:
-            self._record(trial, reporter, t0, reason=f"out_of_memory at batch_size {cfg.batch_size}")
+            reason = "diverged" if isinstance(e, Diverged) else "time_limit"
+            self._record(trial, reporter, t0, reason=reason)
+            return optuna.TrialPruned(f"{reason}: {e}")
+        if isinstance(e, torch.OutOfMemoryError):
+            self._record(trial, reporter, t0, reason=f"out_of_memory at batch_size {run.cfg.batch_size}")
             log.debug("trial %d ran out of memory: %s", trial.number, first_line(e))
-            raise
-        except Exception as e:
-            self._record(trial, reporter, t0, reason=f"{type(e).__name__}: {first_line(e)}"[:500])
-            log.debug("trial %d failed", trial.number, exc_info=True)
-            raise
-        else:
-            self.last_failed = False
-            attrs = self._record(trial, reporter, t0, images_per_s=result.images_per_s)
-            if self.checkpoints is not None:
-                trial_artifacts.record(trial, self.checkpoints.store, model, data, ds.classes, values,
-                                       attrs | {"device": str(self.device)}, cfg.eval_batch_size, self.precision,
-                                       seed, result.confusion)
-            return result.top1
-        finally:
-            del model
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
+            return e
+        self._record(trial, reporter, t0, reason=f"{type(e).__name__}: {first_line(e)}"[:500])
+        log.debug("trial %d failed", trial.number, exc_info=e)
+        return e
+
+    def completed(self, run: TrialRun, result: FitResult) -> float:
+        """Records a completed trial (attributes, inspection artifacts) and returns its value, val Top-1."""
+        self.last_failed = False
+        attrs = self._record(run.trial, run.reporter, run.t0, images_per_s=result.images_per_s)
+        if self.checkpoints is not None:
+            trial_artifacts.record(run.trial, self.checkpoints.store, run.model, run.data, run.ds.classes,
+                                   run.values, attrs | {"device": str(self.device)}, run.cfg.eval_batch_size,
+                                   self.precision, run.seed, result.confusion)
+        return result.top1
 
     def _resume_state(self, trial: optuna.Trial, reporter: Reporter) -> dict | None:
         """For a retried trial: its predecessor's newest checkpoint, with the learning curve carried over."""

@@ -36,6 +36,8 @@ class Param:
     choices: tuple[Any, ...] | None = None
     help: str = ""
     role: Role | None = None  # global parameters only: what the value configures (see GLOBAL_PARAMS)
+    # changes tensor shapes or the step sequence: a trial pack's members share it (architecture parameters all do)
+    structural: bool = False
 
     def check(self, name: str, value: Any) -> str | None:
         """Returns why ``value`` is not allowed for parameter ``name``, or None when it is."""
@@ -63,19 +65,20 @@ class Param:
 # The global parameters every study has, with their defaults (used when the space omits them). role:
 # "model" picks the network, "train" goes into TrainConfig, "fidelity" shapes the trial's data.
 GLOBAL_PARAMS: dict[str, Param] = {
-    "arch": Param("str", "resnet", help="a registered architecture, or tv:<torchvision model>", role="model"),
+    "arch": Param("str", "resnet", help="a registered architecture, or tv:<torchvision model>", role="model",
+                  structural=True),
     "lr": Param("float", 0.05, low=1e-7, high=10.0, help="peak learning rate", role="train"),
-    "batch_size": Param("int", 128, low=1, high=16384, help="images per step", role="train"),
+    "batch_size": Param("int", 128, low=1, high=16384, help="images per step", role="train", structural=True),
     "weight_decay": Param("float", 5e-4, low=0.0, high=1.0, help="decoupled for adamw, L2 for sgd", role="train"),
     "optimizer": Param("str", "sgd", choices=("sgd", "adamw"), help="sgd uses Nesterov momentum 0.9",
-                       role="train"),
+                       role="train", structural=True),
     "label_smoothing": Param("float", 0.0, low=0.0, high=0.5, role="train"),
     "aug_strength": Param("float", 0.0, low=0.0, high=1.0, help="0 = no augmentation", role="train"),
     # fidelities: train on a fraction of the training images, at a lower resolution (0 = native)
     "fraction": Param("float", 1.0, low=0.001, high=1.0, help="of the training images, per trial",
-                      role="fidelity"),
+                      role="fidelity", structural=True),
     "image_size": Param("int", 0, low=0, high=1024, help="resize images to this side (0 = native)",
-                        role="fidelity"),
+                        role="fidelity", structural=True),
 }
 
 

@@ -54,9 +54,11 @@ class Progress:
         if self.bar is not None:
             self.bar.set_description_str(f"trial {self.trial} top1 {p.top1:.2f}%")
             return
-        print(f"trial {self.trial} eval {p.step}/{self.n_evals} epoch {p.epoch:.2f}: val top1 {p.top1:.2f}% "
-              f"top5 {p.top5:.2f}% loss {p.train_loss:.4f} {p.images_per_s:,.0f} img/s", file=self.stream,
-              flush=True)
+        print(eval_line(self.trial, self.n_evals, p), file=self.stream, flush=True)
+
+    def member(self, number: int, n_evals: int) -> MemberLines:
+        """The eval-point printer of one member of a trial pack (packs print lines, no live bar)."""
+        return MemberLines(self.stream, number, n_evals)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Optuna callback: one line per finished trial."""
@@ -75,6 +77,21 @@ class Progress:
         with contextlib.suppress(ValueError):
             best = f"; best so far {study.best_value:.2f}% (trial {study.best_trial.number})"
         print(f"trial {trial.number} {what} in {a.get('wall_s', 0):.1f} s{best}", file=self.stream, flush=True)
+
+
+def eval_line(number: int, n_evals: int, p: EvalPoint) -> str:
+    return (f"trial {number} eval {p.step}/{n_evals} epoch {p.epoch:.2f}: val top1 {p.top1:.2f}% "
+            f"top5 {p.top5:.2f}% loss {p.train_loss:.4f} {p.images_per_s:,.0f} img/s")
+
+
+class MemberLines:
+    """A training hook printing one pack member's eval points."""
+
+    def __init__(self, stream: TextIO, number: int, n_evals: int):
+        self.stream, self.number, self.n_evals = stream, number, n_evals
+
+    def on_eval(self, p: EvalPoint) -> None:
+        print(eval_line(self.number, self.n_evals, p), file=self.stream, flush=True)
 
 
 def state_counts(trials: list[FrozenTrial]) -> dict[str, int]:

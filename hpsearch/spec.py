@@ -72,6 +72,7 @@ class TrainSpec:
     warmup: float = 0.2  # fraction of all steps spent warming up
     eval_batch_size: int = 1024
     max_trial_seconds: float | None = None  # wall seconds of training per trial; then pruned (time_limit)
+    pack: int | str = "auto"  # trials trained as one fused model (hpsearch.pack); "auto": 1 on the CPU
 
 
 @dataclass(frozen=True)
@@ -309,9 +310,24 @@ def _parse_train(raw: Any) -> TrainSpec:
     warmup = float(t.number("warmup", 0.2, low=0, high=0.9))
     eval_batch_size = t.number("eval_batch_size", 1024, low=1, high=65536, integer=True)
     max_trial_seconds = t.number("max_trial_seconds", None, low=0, high=365 * 86400, low_open=True)
+    pack = parse_pack(t.get("pack", (int, str), "auto"), "train.pack")
     t.done()
     return TrainSpec(max_epochs, eval_every, device, precision, schedule, warmup, eval_batch_size,
-                     None if max_trial_seconds is None else float(max_trial_seconds))
+                     None if max_trial_seconds is None else float(max_trial_seconds), pack)
+
+
+MAX_PACK = 64
+
+
+def parse_pack(value: int | str, where: str) -> int | str:
+    """``"auto"`` or a pack size 1..MAX_PACK (also ``--pack``'s check)."""
+    if value == "auto":
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PACK:
+        raise SpecError(f"`{where}` is {value!r}, but must be \"auto\" or a pack size from 1 to {MAX_PACK}")
+    return value
 
 
 def _parse_named(raw: Any, path: str, default: str, schemas: dict[str, dict[str, tuple]]):
@@ -563,8 +579,13 @@ def load_spec(path: str | Path) -> Spec:
     return parse_spec(raw)
 
 
+def structural_names(spec: Spec) -> set[str]:
+    """The searched parameters that a trial pack's members share (they change tensor shapes or steps)."""
+    return {d.name for d in spec.space if not d.fixed and (d.arch is not None or d.param.structural)}
+
+
 def with_overrides(spec: Spec, n_trials: int | None = None, timeout: float | None = None, device: str | None = None,
-                   seed: int | None = None) -> Spec:
+                   seed: int | None = None, pack: int | str | None = None) -> Spec:
     """``spec`` with command-line overrides applied (they apply to one command and are not stored in the study)."""
     study = dataclasses.replace(
         spec.study,
@@ -573,4 +594,5 @@ def with_overrides(spec: Spec, n_trials: int | None = None, timeout: float | Non
         seed=spec.study.seed if seed is None else seed,
     )
     train = spec.train if device is None else dataclasses.replace(spec.train, device=device)
+    train = train if pack is None else dataclasses.replace(train, pack=pack)
     return dataclasses.replace(spec, study=study, train=train)

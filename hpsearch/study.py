@@ -11,8 +11,10 @@ from typing import Any
 import optuna
 import torch
 import torchvision
+from optuna.trial import TrialState
 
 from hpsearch import __version__
+from hpsearch.checkpoint import retried_numbers
 from hpsearch.errors import HpsearchError, SpecError, StudyNotFound
 from hpsearch.spec import Spec, parse_spec
 from hpsearch.storage import open_storage
@@ -21,7 +23,7 @@ log = logging.getLogger("hpsearch")
 SPEC_ATTR = "hpsearch.spec"
 METRIC = "val_top1"
 # Run controls that a rerun may change (--study and other options override them): not part of the comparison.
-RUN_CONTROLS = ("study.name", "study.n_trials", "study.timeout", "train.device")
+RUN_CONTROLS = ("study.name", "study.n_trials", "study.timeout", "train.device", "train.pack")
 
 
 def build_sampler(spec: Spec, offset: int = 0) -> optuna.samplers.BaseSampler:
@@ -68,6 +70,30 @@ def _simple_pruner(name: str, opts: dict) -> optuna.pruners.BasePruner:
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(**opts)
     return optuna.pruners.NopPruner()
+
+
+def _counts(t, retried: set[int]) -> bool:
+    """Whether trial ``t`` counts toward the target: not a re-queued failure, not a surplus start."""
+    if t.user_attrs.get("surplus"):
+        return False
+    return not (t.state == TrialState.FAIL and t.number in retried)
+
+
+def finished_count(trials: list) -> int:
+    """Finished trials toward the target: COMPLETE + PRUNED + FAIL, minus re-queued failures and surplus."""
+    retried = retried_numbers(trials)
+    return sum(1 for t in trials if t.state.is_finished() and _counts(t, retried))
+
+
+class Surplus(Exception):
+    """Workers raced: this trial started when the trials before it already fill the target."""
+
+
+def is_surplus(trials: list, number: int, target: int) -> bool:
+    """Trial numbers are handed out atomically by the storage, so ranking by number settles races: a trial
+    is surplus when the counted trials numbered below it (finished, running or queued) reach the target."""
+    retried = retried_numbers(trials)
+    return sum(1 for t in trials if t.number < number and _counts(t, retried)) >= target
 
 
 def versions() -> dict[str, str]:

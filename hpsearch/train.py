@@ -34,7 +34,8 @@ TRAIN_SETTINGS: list[tuple[str, Any, Any]] = [
     ("warmup", float, 0.2),  # fraction of all steps
     ("eval_batch_size", int, 1024),
     ("precision", str, "fp32"),  # resolved: fp32 | bf16 | fp16
-    ("seed", int, 0),
+    ("seed", int, 0),  # initialisation and dropout (the caller seeds the model's creation with it too)
+    ("data_seed", int | None, None),  # data order and augmentation draws (None: seed); a pack's members share one
     ("max_seconds", float | None, None),  # wall seconds of one fit call (training and evaluation), then TimeLimit
 ]
 
@@ -159,6 +160,18 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, augmenter: Augm
     return 100.0 * hits1.item() / n, 100.0 * hits5.item() / n
 
 
+def eval_steps(cfg: TrainConfig, n_batches: int) -> list[int]:
+    """The optimizer steps after which eval points 1, 2, ... fall: every ``eval_every`` epochs and at the end."""
+    n_evals = math.ceil(cfg.max_epochs / cfg.eval_every - 1e-9)
+    return [round(min(k * cfg.eval_every, cfg.max_epochs) * n_batches) for k in range(1, n_evals + 1)]
+
+
+def data_generators(cfg: TrainConfig, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
+    """The generators of the data order (on the CPU) and of the augmentation draws (on ``device``)."""
+    seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
+    return torch.Generator().manual_seed(seed), torch.Generator(device=device).manual_seed(seed + 1)
+
+
 def _call(hooks: Sequence[Any], method: str, *args: Any) -> None:
     for h in hooks:
         fn = getattr(h, method, None)
@@ -177,8 +190,7 @@ def fit(model: nn.Module, data: DeviceData, cfg: TrainConfig, hooks: Sequence[An
     """
     device = data.device
     t_start = time.perf_counter()
-    g_perm = torch.Generator().manual_seed(cfg.seed)
-    g_aug = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    g_perm, g_aug = data_generators(cfg, device)
     augmenter = Augmenter(aug_params(cfg.aug_strength, data.hflip), data.mean, data.std, g_aug)
     optimizer = make_optimizer(model, cfg)
     n_batches = batches_per_epoch(data.n_train, cfg.batch_size)
@@ -188,8 +200,7 @@ def fit(model: nn.Module, data: DeviceData, cfg: TrainConfig, hooks: Sequence[An
     )
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16" and device.type == "cuda")
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    n_evals = math.ceil(cfg.max_epochs / cfg.eval_every - 1e-9)
-    eval_at = [round(min(k * cfg.eval_every, cfg.max_epochs) * n_batches) for k in range(1, n_evals + 1)]
+    eval_at = eval_steps(cfg, n_batches)
 
     def check_time() -> None:
         if cfg.max_seconds is not None and (spent := time.perf_counter() - t_start) > cfg.max_seconds:

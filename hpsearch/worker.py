@@ -32,6 +32,7 @@ from hpsearch.data.base import Dataset
 from hpsearch.device import configure, resolve_device, resolve_precision
 from hpsearch.errors import StorageError, first_line
 from hpsearch.objective import Interrupted, Objective, StopFlag, release_memory
+from hpsearch.packs import pack_size, run_next_pack
 from hpsearch.progress import Progress, summary
 from hpsearch.spec import Spec, with_overrides
 from hpsearch.storage import (
@@ -43,7 +44,16 @@ from hpsearch.storage import (
     open_storage,
 )
 from hpsearch.storage_retry import is_transient
-from hpsearch.study import build_pruner, build_sampler, load_study, open_study, stored_spec
+from hpsearch.study import (
+    Surplus,
+    build_pruner,
+    build_sampler,
+    finished_count,
+    is_surplus,
+    load_study,
+    open_study,
+    stored_spec,
+)
 
 log = logging.getLogger("hpsearch")
 WAIT_POLL_S = 2.0
@@ -61,45 +71,23 @@ class WorkerOptions:
     artifacts: str | None = None  # checkpoint store: a folder or s3://bucket/prefix
     heartbeat: Heartbeat = DEFAULT_HEARTBEAT
     keep_best: int = 3  # completed trials whose checkpoints are kept
+    pack: int | str | None = None  # trials trained as one fused model (overrides train.pack)
 
     def apply(self, spec: Spec) -> Spec:
-        return with_overrides(spec, self.n_trials, self.timeout, self.device)
+        return with_overrides(spec, self.n_trials, self.timeout, self.device, pack=self.pack)
 
     def worker_args(self) -> list[str]:
         """The same options as ``hpsearch worker`` arguments (for local worker processes)."""
         hb = self.heartbeat
         options = {"n_trials": self.n_trials, "timeout": self.timeout, "device": self.device,
                    "data_dir": self.data_dir, "artifacts": self.artifacts, "heartbeat_interval": hb.interval,
-                   "grace_period": hb.grace, "max_retry": hb.max_retry, "keep_best": self.keep_best}
+                   "grace_period": hb.grace, "max_retry": hb.max_retry, "keep_best": self.keep_best,
+                   "pack": self.pack}
         out: list[str] = []
         for k, v in options.items():
             if v is not None:
                 out += [f"--{k.replace('_', '-')}", str(v)]
         return out
-
-
-def _counts(t, retried: set[int]) -> bool:
-    """Whether trial ``t`` counts toward the target: not a re-queued failure, not a surplus start."""
-    if t.user_attrs.get("surplus"):
-        return False
-    return not (t.state == TrialState.FAIL and t.number in retried)
-
-
-def finished_count(trials: list) -> int:
-    """Finished trials toward the target: COMPLETE + PRUNED + FAIL, minus re-queued failures and surplus."""
-    retried = retried_numbers(trials)
-    return sum(1 for t in trials if t.state.is_finished() and _counts(t, retried))
-
-
-class Surplus(Exception):
-    """Workers raced: this trial started when the trials before it already fill the target."""
-
-
-def is_surplus(trials: list, number: int, target: int) -> bool:
-    """Trial numbers are handed out atomically by the storage, so ranking by number settles races: a trial
-    is surplus when the counted trials numbered below it (finished, running or queued) reach the target."""
-    retried = retried_numbers(trials)
-    return sum(1 for t in trials if t.number < number and _counts(t, retried)) >= target
 
 
 @contextmanager
@@ -168,9 +156,16 @@ def run_worker(spec: Spec, study: optuna.Study, opts: WorkerOptions, stream: Tex
                 print(f"data: {dataset.source}; {len(dataset.train_y)} train / {len(dataset.val_y)} val images; "
                       f"device {device}, precision {precision}", file=stream, flush=True)
                 objective = Objective(spec, dataset, device, precision, progress, checkpoints, flag)
+                pack_k, pack_note = pack_size(spec, device)
+                if pack_k > 1:
+                    print(f"trial packs of up to {pack_k} ({pack_note})", file=stream, flush=True)
                 continue  # loading took a while: count again before starting a trial
+            k = min(pack_k, target - done - running)
             try:
-                study.optimize(_guard(objective, target), n_trials=1, catch=(Exception,), callbacks=[progress])
+                if k > 1 and not waiting:  # waiting trials (enqueued, or retries that resume) run solo
+                    run_next_pack(study, objective, k, target, progress, stream, pack_note)
+                else:
+                    study.optimize(_guard(objective, target), n_trials=1, catch=(Exception,), callbacks=[progress])
             except Interrupted as e:
                 requeue_interrupted(study)
                 print(f"hpsearch: trial checkpointed and re-queued; run the same command again to resume "

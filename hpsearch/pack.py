@@ -1,0 +1,400 @@
+"""Trial packs: K trials of one architecture and batch size trained as one fused model on one device.
+
+The K models' parameters and buffers are stacked along a new first dimension
+(``torch.func.stack_module_state``) and the architecture runs once per step under ``torch.func.vmap`` over
+``functional_call``. vmap turns each convolution into one grouped convolution over the K members' channels,
+each BatchNorm into one over K·C channels (so every member keeps its own batch statistics and running
+averages) and each linear layer into one batched matmul: the HFTA fusion (Wang et al., MLSys 2021), done by
+PyTorch's batching rules for any model built from standard layers. A small trial that is launch-bound on a GPU
+then launches about as many kernels for K members as for one.
+
+Per member: its initialisation (the caller builds each model from its own seed), learning rate, weight decay,
+label smoothing, augmentation strength, BatchNorm statistics and dropout masks (``randomness="different"``).
+Shared: the batch indices of every step (one gather; common random numbers make the members' comparison
+fairer), the schedule's shape and everything else that fixes tensor shapes or the step sequence.
+
+:func:`fit_pack` mirrors :func:`hpsearch.train.fit`: each member has its own hooks, eval points, checkpoints
+(in ``fit``'s format, so a member resumes solo or in another pack) and result. A member whose hook raises (a
+pruned trial) or whose loss turns non-finite leaves the pack, and the stacked tensors shrink so it costs no more
+compute. Like ``train``, this module never imports optuna.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from hpsearch.augment import PackAugmenter
+from hpsearch.data.loader import DeviceData, batches_per_epoch, epoch_batches
+from hpsearch.train import (
+    PROGRESS_EVERY,
+    Diverged,
+    EvalPoint,
+    FitResult,
+    TimeLimit,
+    TrainConfig,
+    _call,
+    autocast,
+    data_generators,
+    eval_steps,
+    lr_factor,
+    make_optimizer,
+)
+
+# TrainConfig fields that every member of a pack shares: they fix tensor shapes or the step sequence.
+SHARED_FIELDS = ("batch_size", "optimizer", "max_epochs", "eval_every", "schedule", "warmup", "eval_batch_size",
+                 "precision", "max_seconds", "data_seed")
+MOMENTUM = 0.9  # SGD's, as in hpsearch.train.make_optimizer
+BETAS, EPS = (0.9, 0.999), 1e-8  # AdamW's defaults, as torch.optim.AdamW
+
+
+class PackError(ValueError):
+    """Members that cannot train as one pack (different shared settings or architectures)."""
+
+
+def check_members(cfgs: Sequence[TrainConfig]) -> None:
+    if not cfgs:
+        raise PackError("a pack needs at least one member")
+    first = cfgs[0]
+    for i, c in enumerate(cfgs[1:], 1):
+        differ = [f for f in SHARED_FIELDS if getattr(c, f) != getattr(first, f)]
+        if differ:
+            raise PackError(f"member {i} differs from member 0 in {', '.join(differ)}, which a pack shares")
+    if first.precision == "fp16":
+        raise PackError("fp16 needs a gradient scaler per member; packs train in fp32 or bf16")
+
+
+# ---- the stacked model --------------------------------------------------------------------------------------
+
+
+class StackedModel:
+    """K models of one architecture as stacked parameters (leaf tensors, (K, ...)) and buffers."""
+
+    def __init__(self, models: Sequence[nn.Module]):
+        self.base = copy.deepcopy(models[0]).to("meta")  # the architecture only; its tensors come from the stacks
+        self.params, self.buffers = stack_module_state(list(models))
+        self.decay = {n: p.ndim > 2 for n, p in self.params.items()}  # member tensors of > 1 dim (make_optimizer)
+        self.members = list(range(len(models)))  # the member index of each row (fit_pack keeps it current)
+        # hook(model, x, out) -> out | None, called on each training forward's (K, B, classes) output
+        self.output_hooks: list[Callable[[StackedModel, torch.Tensor, torch.Tensor], torch.Tensor | None]] = []
+
+    @property
+    def size(self) -> int:
+        return next(iter(self.params.values())).shape[0]
+
+    def _forward(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.base, (params, buffers), (x,))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """(K, B, C, H, W) → (K, B, classes), training mode (batch statistics, dropout)."""
+        self.base.train()
+        out = vmap(self._forward, randomness="different")(self.params, self.buffers, x)
+        for hook in self.output_hooks:
+            out = hook(self, x, out) or out
+        return out
+
+    @torch.inference_mode()
+    def evaluate(self, x: torch.Tensor) -> torch.Tensor:
+        """One batch (B, C, H, W) shared by every member → (K, B, classes), eval mode."""
+        self.base.eval()
+        return vmap(self._forward, in_dims=(0, 0, None), randomness="different")(self.params, self.buffers, x)
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keeps only the members at ``rows`` (positions in the stack)."""
+        self.params = {n: p.detach()[rows].clone().requires_grad_(True) for n, p in self.params.items()}
+        self.buffers = {n: b[rows].clone() for n, b in self.buffers.items()}
+
+    def member_state_dict(self, i: int) -> dict[str, torch.Tensor]:
+        """Member ``i``'s weights as the solo model's ``state_dict`` (CPU copies)."""
+        return {n: t[i].detach().cpu().clone() for n, t in (self.params | self.buffers).items()}
+
+
+class StackedOptimizer:
+    """SGD (Nesterov, momentum 0.9) or AdamW over stacked parameters, with a learning rate and weight decay per
+    member: torch.optim takes one learning rate per tensor, and a stacked tensor holds K members. The update is
+    torch's single-tensor formula term for term; no weight decay on 1-D member tensors (BatchNorm, biases)."""
+
+    def __init__(self, model: StackedModel, kind: str, lrs: Sequence[float], weight_decays: Sequence[float]):
+        device = next(iter(model.params.values())).device
+        self.model, self.kind = model, kind
+        self.lr = torch.tensor(lrs, device=device, dtype=torch.float32)  # (K,) peak learning rates
+        self.wd = torch.tensor(weight_decays, device=device, dtype=torch.float32)  # (K,)
+        self.state: dict[str, dict[str, torch.Tensor]] = {n: {} for n in model.params}
+        self.steps = 0
+
+    def zero_grad(self) -> None:
+        for p in self.model.params.values():
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, factor: float) -> None:
+        """One update at learning rate ``factor`` × each member's peak (the schedule's multiplier)."""
+        self.steps += 1
+        for name, p in self.model.params.items():
+            if p.grad is None:
+                continue
+            shape = (-1,) + (1,) * (p.ndim - 1)
+            lr = (self.lr * factor).view(shape)
+            wd = self.wd.view(shape) if self.model.decay[name] else None
+            if self.kind == "adamw":
+                self._adamw(p, p.grad, self.state[name], lr, wd)
+            else:
+                self._sgd(p, p.grad, self.state[name], lr, wd)
+
+    def _sgd(self, p, grad, state, lr, wd) -> None:
+        if wd is not None:
+            grad = grad + wd * p
+        buf = state.get("momentum_buffer")
+        if buf is None:
+            buf = state["momentum_buffer"] = grad.clone()
+        else:
+            buf.mul_(MOMENTUM).add_(grad)
+        p.sub_(lr * grad.add(buf, alpha=MOMENTUM))
+
+    def _adamw(self, p, grad, state, lr, wd) -> None:
+        if not state:
+            state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
+        if wd is not None:
+            p.mul_(1 - lr * wd)
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m.lerp_(grad, 1 - BETAS[0])
+        v.mul_(BETAS[1]).addcmul_(grad, grad, value=1 - BETAS[1])
+        step_size = lr / (1 - BETAS[0] ** self.steps)
+        denom = (v.sqrt() / math.sqrt(1 - BETAS[1] ** self.steps)).add_(EPS)
+        p.sub_(step_size * (m / denom))
+
+    def keep(self, rows: torch.Tensor) -> None:
+        self.lr, self.wd = self.lr[rows], self.wd[rows]
+        self.state = {n: {k: t[rows].clone() for k, t in s.items()} for n, s in self.state.items()}
+
+    # -- the solo format: torch.optim's state_dict of make_optimizer's groups, and LambdaLR's ----------------
+
+    def member_states(self, i: int, model: nn.Module, cfg: TrainConfig, total_steps: int) -> tuple[dict, dict]:
+        """(optimizer, scheduler) state dicts of member ``i`` as ``fit`` would have saved them after this many
+        steps; ``model`` is the member's solo model (its parameters stand for the stacked rows)."""
+        opt = make_optimizer(model, cfg)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total_steps, cfg.schedule, cfg.warmup))
+        names = {id(p): n for n, p in model.named_parameters()}
+        for group in opt.param_groups:
+            for p in group["params"]:
+                st = self.state[names[id(p)]]
+                if self.kind == "adamw" and st:
+                    opt.state[p] = {"step": torch.tensor(float(self.steps)),
+                                    "exp_avg": st["exp_avg"][i].detach().cpu().clone(),
+                                    "exp_avg_sq": st["exp_avg_sq"][i].detach().cpu().clone()}
+                elif st:
+                    opt.state[p] = {"momentum_buffer": st["momentum_buffer"][i].detach().cpu().clone()}
+        # the scheduler as `steps` calls of scheduler.step() leave it (they also set each group's lr)
+        factor = lr_factor(self.steps, total_steps, cfg.schedule, cfg.warmup)
+        for group in opt.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+        sched.last_epoch, sched._step_count = self.steps, self.steps + 1
+        sched._last_lr = [g["lr"] for g in opt.param_groups]
+        return opt.state_dict(), sched.state_dict()
+
+    def load_member(self, i: int, model: nn.Module, cfg: TrainConfig, optimizer_state: dict) -> None:
+        """Puts a solo optimizer state dict (``fit``'s checkpoint) into member ``i``'s rows."""
+        opt = make_optimizer(model, cfg)
+        opt.load_state_dict(optimizer_state)
+        names = {id(p): n for n, p in model.named_parameters()}
+        for p, st in opt.state.items():
+            name = names[id(p)]
+            for key, value in st.items():
+                if key == "step":
+                    self.steps = int(value)
+                    continue
+                rows = self.state[name].setdefault(key, torch.zeros_like(self.model.params[name]))
+                with torch.no_grad():
+                    rows[i].copy_(value)
+
+
+# ---- training -----------------------------------------------------------------------------------------------
+
+
+def member_losses(logits: torch.Tensor, y: torch.Tensor, smoothing: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each member, (K, B, C) logits and (B,) labels → (K,), with its own label smoothing:
+    ``(1 - ε)·NLL + ε·mean over classes of -log p``, which is ``nn.CrossEntropyLoss(label_smoothing=ε)``."""
+    logp = F.log_softmax(logits.float(), dim=-1)
+    nll = -logp.gather(-1, y.expand(logits.shape[0], -1).unsqueeze(-1)).squeeze(-1).mean(1)
+    smooth = -logp.mean(-1).mean(1)
+    return (1 - smoothing) * nll + smoothing * smooth
+
+
+def _evaluate(model: StackedModel, data: DeviceData, aug: PackAugmenter, batch_size: int, precision: str,
+              confusion: torch.Tensor | None) -> tuple[list[float], list[float]]:
+    """Top-1 and Top-5 (percent) of every member on the validation set; ``confusion`` (K, C, C) is added to."""
+    k = model.size
+    hits1 = torch.zeros(k, device=data.device, dtype=torch.long)
+    hits5 = torch.zeros(k, device=data.device, dtype=torch.long)
+    for start in range(0, data.val_x.shape[0], batch_size):
+        xb, yb = data.val_x[start : start + batch_size], data.val_y[start : start + batch_size]
+        with autocast(data.device, precision):
+            logits = model.evaluate(aug.eval(xb))  # (K, B, C)
+        topk = logits.topk(min(5, logits.shape[-1]), dim=-1).indices  # (K, B, k)
+        correct = topk == yb[None, :, None]
+        hits1 += correct[..., 0].sum(1)
+        hits5 += correct.any(-1).sum(1)
+        if confusion is not None:
+            c = confusion.shape[-1]
+            offsets = torch.arange(k, device=data.device)[:, None] * c * c
+            confusion.view(-1).add_(torch.bincount((offsets + yb[None] * c + topk[..., 0]).view(-1),
+                                                   minlength=k * c * c))
+    n = max(1, data.val_x.shape[0])
+    return (100.0 * hits1.float() / n).tolist(), (100.0 * hits5.float() / n).tolist()
+
+
+def fit_pack(models: Sequence[nn.Module], data: DeviceData, cfgs: Sequence[TrainConfig],
+             hooks: Sequence[Sequence[Any]], resume: Sequence[dict] | None = None,
+             stacked: Callable[[StackedModel], None] | None = None) -> list[FitResult | Exception]:
+    """Trains member i (``models[i]``, ``cfgs[i]``, ``hooks[i]``) as ``fit`` would, all K as one fused model.
+
+    Returns one outcome per member: its :class:`FitResult`, or the exception that ended it (``Diverged``,
+    ``TimeLimit``, or whatever its hooks raised, such as a pruning decision); the other members go on. A
+    ``KeyboardInterrupt`` (and an out-of-memory error, which concerns the whole pack) propagates. ``resume``:
+    each member's checkpoint from ``on_epoch_end``, all at the same epoch (``fit``'s format). ``stacked`` is
+    called with the stacked model before training (to install fault injection or measure it).
+    """
+    cfgs = list(cfgs)
+    check_members(cfgs)
+    first, device, k = cfgs[0], data.device, len(cfgs)
+    t_start = time.perf_counter()
+    g_perm, g_aug = data_generators(first, device)
+    n_batches = batches_per_epoch(data.n_train, first.batch_size)
+    total_steps = n_batches * first.max_epochs
+    eval_at = eval_steps(first, n_batches)
+    points: list[list[EvalPoint]] = [[] for _ in range(k)]
+    step = images = start_epoch = 0
+    train_s = 0.0
+    if resume is not None:
+        for model, state in zip(models, resume, strict=True):
+            model.load_state_dict(state["model"])
+        g_perm.set_state(resume[0]["rng_perm"])
+        g_aug.set_state(resume[0]["rng_aug"].to(g_aug.device) if g_aug.device.type != "cpu" else resume[0]["rng_aug"])
+        torch.set_rng_state(resume[0]["rng_torch"])
+        start_epoch, step, images, train_s = (resume[0][key] for key in ("epoch", "step", "images", "train_s"))
+        points = [[EvalPoint(**p) for p in state["points"]] for state in resume]
+    templates = [copy.deepcopy(m).cpu() for m in models]  # solo models, for checkpoints in fit's format
+    model = StackedModel(models)
+    optimizer = StackedOptimizer(model, first.optimizer, [c.lr for c in cfgs], [c.weight_decay for c in cfgs])
+    optimizer.steps = step
+    if resume is not None:
+        for i, state in enumerate(resume):
+            optimizer.load_member(i, templates[i], cfgs[i], state["optimizer"])
+    aug = PackAugmenter([c.aug_strength for c in cfgs], data.hflip, data.mean, data.std, g_aug)
+    smoothing = torch.tensor([c.label_smoothing for c in cfgs], device=device)
+    if stacked is not None:
+        stacked(model)
+
+    alive = model.members  # member index of each row of the stacks (drop() updates it in place)
+    outcome: dict[int, FitResult | Exception] = {}
+    final_confusion: dict[int, torch.Tensor] = {}  # member → (C, C) counts of its final evaluation
+    loss_sum = torch.zeros(k, device=device)  # per row, since the last eval point
+    loss_count = 0
+
+    def drop(leaving: dict[int, Exception]) -> None:
+        """Ends the members at these rows with these exceptions and shrinks the stacks."""
+        nonlocal smoothing, loss_sum
+        for row, e in leaving.items():
+            outcome[alive[row]] = e
+        rows = [r for r in range(len(alive)) if r not in leaving]
+        alive[:] = [alive[r] for r in rows]
+        if alive:
+            index = torch.tensor(rows, device=device)
+            model.keep(index)
+            optimizer.keep(index)
+            smoothing, loss_sum = smoothing[index], loss_sum[index]
+            aug.set_strengths([cfgs[i].aug_strength for i in alive], data.hflip)
+
+    def each_member(method: str, args: list[tuple]) -> None:
+        """Calls ``method`` with ``args[row]`` on each alive member's hooks; a member whose hook raises leaves."""
+        leaving: dict[int, Exception] = {}
+        for row, i in enumerate(alive):
+            try:
+                _call(hooks[i], method, *args[row])
+            except Exception as e:  # a pruning decision or any hook failure ends this member only
+                leaving[row] = e
+        if leaving:
+            drop(leaving)
+
+    def checkpoint_of(row: int, i: int, epoch: int) -> Callable[[], dict]:
+        def checkpoint() -> dict:
+            templates[i].load_state_dict(model.member_state_dict(row))
+            opt_state, sched_state = optimizer.member_states(row, templates[i], cfgs[i], total_steps)
+            return {"model": model.member_state_dict(row), "optimizer": opt_state, "scheduler": sched_state,
+                    "scaler": {}, "rng_perm": g_perm.get_state(), "rng_aug": g_aug.get_state().cpu(),
+                    "rng_torch": torch.get_rng_state(), "epoch": epoch + 1, "step": step, "images": images,
+                    "train_s": train_s, "points": [asdict(p) for p in points[i]], "config": asdict(cfgs[i])}
+
+        return checkpoint
+
+    t_train = time.perf_counter()
+    for epoch in range(start_epoch, first.max_epochs):
+        for b, idx in enumerate(epoch_batches(data.n_train, first.batch_size, g_perm, device)):
+            if not alive:
+                break
+            xb = aug(data.train_x[idx])  # (K, B, C, H, W)
+            yb = data.train_y[idx]
+            with autocast(device, first.precision):
+                losses = member_losses(model(xb), yb, smoothing)  # (K,)
+            optimizer.zero_grad()
+            losses.sum().backward()  # members share no parameter: each gets the gradient of its own loss
+            optimizer.step(lr_factor(step, total_steps, first.schedule, first.warmup))
+            step += 1
+            images += idx.shape[0]
+            loss_sum += losses.detach().float()
+            loss_count += 1
+            if (b + 1) % PROGRESS_EVERY == 0 or step in eval_at:
+                means = (loss_sum / loss_count).tolist()
+                bad = {row: Diverged(step / n_batches, v) for row, v in enumerate(means) if not math.isfinite(v)}
+                if bad:  # a NaN stays in its member's rows (no parameter is shared): only that member leaves
+                    drop(bad)
+                    means = (loss_sum / loss_count).tolist()
+                ips = images / (train_s + time.perf_counter() - t_train)
+                each_member("on_progress", [(epoch, b + 1, n_batches, m, ips) for m in means])
+            if not alive:
+                break
+            if step in eval_at:
+                train_s += time.perf_counter() - t_train
+                final = step == eval_at[-1]  # the final evaluation also counts the confusion matrices
+                confusion = (torch.zeros(len(alive), data.num_classes, data.num_classes, dtype=torch.long,
+                                         device=device) if final else None)
+                top1, top5 = _evaluate(model, data, aug, first.eval_batch_size, first.precision, confusion)
+                mean_loss = (loss_sum / loss_count).tolist()
+                for row, i in enumerate(alive):
+                    points[i].append(EvalPoint(len(points[i]) + 1, step / n_batches, top1[row], top5[row],
+                                               mean_loss[row], images / train_s, time.perf_counter() - t_start))
+                    if confusion is not None:
+                        final_confusion[i] = confusion[row].cpu()
+                loss_sum.zero_()
+                loss_count = 0
+                each_member("on_eval", [(points[i][-1],) for i in alive])
+                t_train = time.perf_counter()
+            if first.max_seconds is not None and (spent := time.perf_counter() - t_start) > first.max_seconds:
+                drop({row: TimeLimit(step / n_batches, spent, first.max_seconds) for row in range(len(alive))})
+        if not alive:
+            break
+        pause = time.perf_counter()
+        each_member("on_epoch_end", [(epoch + 1, checkpoint_of(row, i, epoch)) for row, i in enumerate(alive)])
+        t_train += time.perf_counter() - pause
+    wall = time.perf_counter() - t_start
+    for row, i in enumerate(alive):  # the trained weights go back into each completed member's own model
+        models[i].load_state_dict(model.member_state_dict(row))
+    for i in alive:
+        last = points[i][-1]
+        outcome[i] = FitResult(last.top1, last.top5, first.max_epochs, last.images_per_s, wall, points[i],
+                               final_confusion.get(i))
+    return [outcome[i] for i in range(k)]
+
+
+def shared_fields(cfg: TrainConfig) -> dict[str, Any]:
+    """The fields of ``cfg`` a pack's members must agree on (a key to group trials into packs)."""
+    return {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name in SHARED_FIELDS}

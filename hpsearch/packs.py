@@ -1,0 +1,197 @@
+"""Trial packs on the Optuna side: ask K trials that can train as one, train them with
+:func:`hpsearch.pack.fit_pack`, and tell each its own outcome.
+
+The first trial samples everything; members 2..K get its structural parameters (``arch`` and the
+architecture's own, ``batch_size``, ``optimizer``, ``fraction``, ``image_size``: see
+``hpsearch.spec.structural_names``) through Optuna's ``PartialFixedSampler`` for their one ``ask()`` (nothing
+is enqueued, so no other worker can take them), and the sampler samples their other parameters. Every member is
+a complete trial: its own intermediate values, pruning decision, heartbeat, checkpoints (``fit``'s format),
+artifacts, note and user attributes, plus ``pack_id``, ``pack_size`` and ``pack_member``.
+
+Optuna beats only inside ``optimize()``; a pack is asked and told, so :func:`heartbeats` records every
+member's heartbeat itself, and a killed pack worker's members are failed and re-queued by
+``fail_stale_trials`` like any other trial (each resumes, solo, from its own checkpoint).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import warnings
+from collections.abc import Iterator
+from typing import TextIO
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from hpsearch import faults
+from hpsearch import optuna_internals as internals
+from hpsearch.data.loader import batches_per_epoch
+from hpsearch.objective import Interrupted, Objective, TrialRun
+from hpsearch.pack import fit_pack
+from hpsearch.progress import fmt_params
+from hpsearch.space import suggest
+from hpsearch.spec import Spec, structural_names
+from hpsearch.study import is_surplus
+from hpsearch.train import FitResult
+
+log = logging.getLogger("hpsearch")
+AUTO_MAX = 16  # the largest pack "auto" picks on a GPU
+AUTO_BYTES_PER_MEMBER = 2 * 2**30  # free device memory "auto" sets aside per member (a small CNN needs far less)
+
+
+def pack_size(spec: Spec, device: torch.device) -> tuple[int, str]:
+    """(K, how it was chosen). ``auto``: 1 on the CPU (a fused pack of 8 LeNets ran at 0.9x the speed of 8 solo
+    runs on the project's 2-core CPU); on CUDA, one member per 2 GiB of free device memory, at most 16."""
+    if spec.train.pack != "auto":
+        return int(spec.train.pack), "train.pack"
+    if device.type != "cuda":
+        return 1, f"auto: 1 on {device.type}"
+    free, _total = torch.cuda.mem_get_info(device)
+    k = max(1, min(AUTO_MAX, free // AUTO_BYTES_PER_MEMBER))
+    return k, f"auto: {free / 2**30:.0f} GiB free on {device} at 2 GiB per member, at most {AUTO_MAX}"
+
+
+def _ask(study: optuna.Study) -> optuna.Trial:
+    with warnings.catch_warnings():  # "Heartbeat of storage is supposed to be used with Study.optimize": we beat
+        warnings.simplefilter("ignore", UserWarning)
+        return study.ask()
+
+
+def ask_pack(study: optuna.Study, spec: Spec, k: int) -> list[optuna.Trial]:
+    """K new trials that share the first one's structural parameters (the others are sampled as usual)."""
+    first = _ask(study)
+    values = suggest(first, spec.space)  # Optuna returns the same values when the objective suggests again
+    fixed = {name: values[name] for name in structural_names(spec) if name in values}
+    base = study.sampler
+    study.sampler = optuna.samplers.PartialFixedSampler(fixed, base)
+    try:
+        others = []
+        for _ in range(k - 1):
+            trial = _ask(study)
+            suggest(trial, spec.space)  # (independent sampling happens at suggest time: while the sampler is fixed)
+            others.append(trial)
+    finally:
+        study.sampler = base
+    return [first, *others]
+
+
+@contextlib.contextmanager
+def heartbeats(study: optuna.Study, trials: list[optuna.Trial]) -> Iterator[None]:
+    """Records every trial's heartbeat now and every heartbeat interval until the block ends (RDB storages)."""
+    storage = internals.study_storage(study)
+    if not internals.heartbeat_enabled(storage):
+        yield
+        return
+    ids = [internals.trial_id(t) for t in trials]
+    interval = storage.get_heartbeat_interval()
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            for trial_id in ids:
+                storage.record_heartbeat(trial_id)  # a lost beat is logged, not raised (storage_retry)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name="hpsearch-pack-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _key(spec: Spec, run: TrialRun) -> tuple:
+    """What members must share to train as one; trials that differ (an enqueued one, say) form their own pack."""
+    names = sorted(structural_names(spec))
+    return tuple(run.values.get(n) for n in names)
+
+
+def run_pack(study: optuna.Study, objective: Objective, trials: list[optuna.Trial], progress, stream: TextIO,
+             pack_note: str) -> None:
+    """Trains ``trials`` as one pack (or as several, if their structural values differ) and tells each."""
+    spec = objective.spec
+    pack_id = f"{os.getpid()}-{trials[0].number}"
+    runs: list[TrialRun] = []
+    for member, trial in enumerate(trials):
+        trial.set_user_attr("pack_id", pack_id)
+        trial.set_user_attr("pack_size", len(trials))
+        trial.set_user_attr("pack_member", member)
+        trial.set_user_attr("pack_size_chosen_by", pack_note)
+        run = objective.start(trial, hooks=[])
+        n_evals = int(-(-run.cfg.max_epochs // run.cfg.eval_every))
+        run.hooks.insert(1, progress.member(trial.number, n_evals))
+        if objective.stop is not None:
+            run.hooks.insert(2, objective.stop)
+        runs.append(run)
+        print(f"trial {trial.number}: {fmt_params(run.values)} "
+              f"(pack {pack_id}, member {member + 1}/{len(trials)})", file=stream, flush=True)
+    groups: dict[tuple, list[TrialRun]] = {}
+    for run in runs:
+        groups.setdefault(_key(spec, run), []).append(run)
+    for group in groups.values():
+        _train_group(study, objective, group, progress)
+
+
+def _train_group(study: optuna.Study, objective: Objective, runs: list[TrialRun], progress) -> None:
+    for run in runs:
+        objective.build(run, solo=False)
+    data, cfgs = runs[0].data, [r.cfg for r in runs]
+    steps = batches_per_epoch(data.n_train, cfgs[0].batch_size)
+    try:
+        with heartbeats(study, [r.trial for r in runs]):
+            outcomes = fit_pack([r.model for r in runs], data, cfgs, [r.hooks for r in runs],
+                                stacked=lambda model: faults.install_pack(model, cfgs, steps))
+    except (Exception, Interrupted) as e:  # an interrupt or a fault of the whole pack ends every member
+        for run in runs:
+            ended = objective.ended(run, e)
+            _tell(study, run, TrialState.PRUNED if isinstance(ended, optuna.TrialPruned) else TrialState.FAIL,
+                  None, progress)
+        if isinstance(e, Interrupted):
+            raise
+        return
+    for run, outcome in zip(runs, outcomes, strict=True):
+        if isinstance(outcome, FitResult):
+            _tell(study, run, TrialState.COMPLETE, objective.completed(run, outcome), progress)
+        else:
+            ended = objective.ended(run, outcome)
+            _tell(study, run, TrialState.PRUNED if isinstance(ended, optuna.TrialPruned) else TrialState.FAIL,
+                  None, progress)
+        run.model = None
+
+
+def _tell(study: optuna.Study, run: TrialRun, state: TrialState, value: float | None, progress) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        frozen = study.tell(run.trial, value, state=state)
+    if progress is not None:
+        progress(study, frozen)
+
+
+def run_next_pack(study: optuna.Study, objective: Objective, k: int, target: int, progress, stream: TextIO,
+                  pack_note: str) -> None:
+    """One turn of a pack worker: fail the trials of dead workers (as ``optimize`` does before each trial), ask
+    a pack of ``k``, drop the members that other workers' trials made surplus, and train the rest."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        optuna.storages.fail_stale_trials(study)
+    trials = ask_pack(study, objective.spec, k)
+    now = study.get_trials(deepcopy=False)
+    members = []
+    for trial in trials:
+        if is_surplus(now, trial.number, target):
+            trial.set_user_attr("surplus", True)
+            trial.set_user_attr("reason", f"surplus: the study already had {target} trials when it started")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                frozen = study.tell(trial, state=TrialState.FAIL)
+            progress(study, frozen)
+        else:
+            members.append(trial)
+    if members:
+        run_pack(study, objective, members, progress, stream, pack_note)
