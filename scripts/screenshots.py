@@ -4,10 +4,11 @@
 
 Runs the study through the real CLI (``hpsearch run``) into a temporary SQLite file and artifact store, writes
 ``hpsearch report``, starts ``hpsearch dashboard`` on a free 127.0.0.1 port, and opens both in headless
-Chromium with ``tests/browser.py`` (the module ``tests/test_browser.py`` uses). Writes ``report.png`` (the top
-of the report: header, leaderboard, history, anytime curve, learning curves) and ``dashboard.png`` (the best
-trial's page: note, learning-curve values, attributes and its artifacts: augmentation preview, confusion
-matrix). Fails, like the test, if a page raises a JavaScript error. Needs /usr/bin/chromium.
+Chromium with ``tests/browser.py`` (the module ``tests/scenarios/test_browser.py`` uses). Writes
+``report.png`` (the top of the report: header, leaderboard, history, anytime curve, learning curves) and
+``dashboard.png`` (the best trial's page: note, learning-curve values, attributes and its artifacts:
+augmentation preview, confusion matrix). Fails, like the test, if a page raises a JavaScript error. Needs
+/usr/bin/chromium.
 """
 
 from __future__ import annotations

@@ -61,7 +61,12 @@ def test_run_persists_a_pruned_study(tmp_path, synthetic_spec, cli):
     best = cli("best", "--storage", storage(tmp_path), "--study", "synth", "--json")
     assert best.returncode == 0, best.stderr
     b = json.loads(best.stdout)
-    assert b["value"] == study.best_value or b["value"] >= study.best_value
+    complete = [t for t in optuna.load_study(study_name="synth", storage=storage(tmp_path)).trials
+                if t.state == TrialState.COMPLETE]
+    top = max(t.value for t in complete)
+    assert b["value"] == top, "the best completed value of all 10 trials, no more"
+    assert b["number"] in [t.number for t in complete if t.value == top]
+    assert b["params"] == next(t.params for t in complete if t.number == b["number"])
     assert {"number", "value", "params", "user_attrs"} <= set(b)
 
     status = cli("status", "--storage", storage(tmp_path), "--json")
@@ -71,7 +76,7 @@ def test_run_persists_a_pruned_study(tmp_path, synthetic_spec, cli):
 
 def test_diverging_lr_is_pruned_and_the_study_completes(tmp_path, synthetic_spec, cli):
     # SGD with lr 10 and weight decay 1 multiplies every weight by -9 per step: the loss turns NaN
-    spec = synthetic_spec(name="div", n_trials=2, lr="10.0", optimizer="sgd", weight_decay=1.0)
+    spec = synthetic_spec(name="div", n_trials=2, lr=10.0, optimizer="sgd", weight_decay=1.0)
     r = cli("run", str(spec), "--storage", storage(tmp_path), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     study = optuna.load_study(study_name="div", storage=storage(tmp_path))

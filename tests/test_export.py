@@ -42,7 +42,9 @@ def test_csv_round_trips_trials_and_best_value(study, tmp_path):
             "datetime_complete", "duration_s"} <= set(rows[0])
     assert json.loads(rows[0]["attr.config"])["max_epochs"] == 4, "dicts are JSON-encoded in CSV"
     assert [r["state"] for r in rows] == ["COMPLETE"] * 3 + ["PRUNED", "FAIL"]
-    assert float(rows[0]["duration_s"]) >= 0
+    for r, t in zip(rows, study.trials, strict=True):  # the stored times, not just some number
+        seconds = (t.datetime_complete - t.datetime_start).total_seconds()
+        assert float(r["duration_s"]) == pytest.approx(seconds), r
 
 
 def test_json_round_trips_trials_and_best_value(study, tmp_path):

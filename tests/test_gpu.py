@@ -8,50 +8,20 @@ import json
 import pytest
 import torch
 
+from studies import study_text
+
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
-OOM_STUDY = """
-[study]
-name = "oom"
-seed = 0
-n_trials = 2
-
-[data]
-dataset = "synthetic"
-image_size = 56
-channels = 3
-num_classes = 10
-n_images = 17500
-val_size = 1000
-
-[train]
-max_epochs = 1
-eval_every = 1.0
-device = "cuda"
-
-[sampler]
-name = "random"
-
-[pruner]
-name = "none"
-
-[space]
-arch = "resnet"
-lr = 0.05
-batch_size = [64, 16384]  # a depth-56 ResNet on 16384 images of 56x56 needs > 200 GB of activations
-optimizer = "sgd"
-
-[space.resnet]
-depth = 56
-width = 32
-
-[[enqueue]]
-batch_size = 16384
-
-[[enqueue]]
-batch_size = 64
-"""
+# two enqueued trials of a depth-56 ResNet: on 16384 images of 56x56 px it needs > 200 GB of activations
+# (out of memory on any GPU), on 64 it fits
+OOM_STUDY = study_text(
+    name="oom", n_trials=2,
+    data={"image_size": 56, "channels": 3, "num_classes": 10, "n_images": 17500, "val_size": 1000},
+    train={"max_epochs": 1, "eval_every": 1.0, "device": "cuda"},
+    space={"arch": "resnet", "lr": 0.05, "batch_size": [64, 16384], "optimizer": "sgd",
+           "resnet": {"depth": 56, "width": 32}},
+    enqueue=[{"batch_size": 16384}, {"batch_size": 64}])
 
 
 def test_fit_on_cuda_learns():

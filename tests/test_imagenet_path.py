@@ -13,6 +13,7 @@ from PIL import Image
 
 from hpsearch.data.base import Dataset
 from hpsearch.fidelity import apply_fidelity
+from studies import study_text
 
 pytestmark = pytest.mark.slow
 COLOURS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
@@ -30,27 +31,12 @@ def make_tree(root, per_class=24, val_per_class=6):
     (root / "train" / "red" / "README.txt").write_text("not an image")
 
 
-STUDY = """
-[study]
-name = "proxy"
-n_trials = 2
-[data]
-dataset = "imagefolder"
-root = "{cache}"
-val_size = 12
-[train]
-max_epochs = 2
-eval_every = 1.0
-device = "cpu"
-[pruner]
-name = "none"
-[space]
-arch = "lenet"
-lr = 0.003
-batch_size = 16
-optimizer = "adamw"
-fraction = [0.5, 1.0]
-"""
+def proxy_study(cache) -> str:
+    """Two trials on the prepared cache: all of it, or half of its training images (the fidelity)."""
+    return study_text(name="proxy", n_trials=2,
+                      data={"dataset": "imagefolder", "root": str(cache), "val_size": 12},
+                      train={"max_epochs": 2, "eval_every": 1.0}, sampler={"name": "tpe"},
+                      space={"lr": 0.003, "batch_size": 16, "fraction": [0.5, 1.0]})
 
 
 def test_prepare_study_retrain_predict(tmp_path, write_spec, cli):
@@ -60,7 +46,7 @@ def test_prepare_study_retrain_predict(tmp_path, write_spec, cli):
     assert r.returncode == 0, r.stderr
     assert "72 train + 18 val images of 3 classes at 32 px" in r.stdout
 
-    r = cli("run", str(write_spec(STUDY.format(cache=cache))), "--storage", db, cwd=tmp_path)
+    r = cli("run", str(write_spec(proxy_study(cache))), "--storage", db, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     study = optuna.load_study(study_name="proxy", storage=db)
     assert len(study.trials) == 2 and all(t.state.name == "COMPLETE" for t in study.trials)

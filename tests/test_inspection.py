@@ -18,6 +18,8 @@ from optuna.trial import TrialState
 from optuna_dashboard._note import get_note_from_system_attrs
 from PIL import Image
 
+from studies import write_study
+
 pytestmark = pytest.mark.slow
 
 
@@ -26,28 +28,9 @@ def finished_study(tmp_path_factory):
     """A small study run through the real CLI with an artifact store."""
     tmp = tmp_path_factory.mktemp("insp")
     spec = tmp / "s.toml"
-    spec.write_text("""
-[study]
-name = "insp"
-n_trials = 4
-[data]
-dataset = "synthetic"
-image_size = 28
-channels = 1
-num_classes = 4
-n_images = 400
-[train]
-max_epochs = 2
-eval_every = 1.0
-device = "cpu"
-[pruner]
-name = "none"
-[space]
-arch = "lenet"
-lr = { low = 1e-3, high = 1e-2, log = true }
-optimizer = "adamw"
-aug_strength = 0.6
-""")
+    write_study(spec, name="insp", n_trials=4, data={"num_classes": 4, "n_images": 400},
+                train={"max_epochs": 2, "eval_every": 1.0}, sampler={"name": "tpe"},
+                space={"batch_size": None, "aug_strength": 0.6})
     db = f"sqlite:///{tmp / 'db.sqlite'}"
     r = subprocess.run([sys.executable, "-m", "hpsearch.cli", "run", str(spec), "--storage", db, "--artifacts",
                         str(tmp / "art"), "--keep-best", "4"], capture_output=True, text=True, cwd=tmp, timeout=600)

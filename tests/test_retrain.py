@@ -15,29 +15,14 @@ from hpsearch.data import load_dataset
 from hpsearch.errors import HpsearchError
 from hpsearch.modelfile import load_model
 from hpsearch.spec import DataSpec
+from studies import study_text
 
 pytestmark = pytest.mark.slow
 
-TINY = """
-[study]
-name = "tiny"
-n_trials = 1
-[data]
-dataset = "synthetic"
-image_size = 28
-channels = 1
-num_classes = 4
-n_images = 400
-[train]
-max_epochs = 2
-eval_every = 1.0
-device = "cpu"
-[space]
-arch = "lenet"
-lr = 0.003
-batch_size = 32
-optimizer = "adamw"
-"""
+# hpsearch's default sampler and pruner (TPE, median); with one trial neither changes anything
+TINY = study_text(name="tiny", n_trials=1, data={"num_classes": 4, "n_images": 400},
+                  train={"max_epochs": 2, "eval_every": 1.0}, sampler={"name": "tpe"},
+                  pruner={"name": "median"}, space={"lr": 0.003})
 
 
 def test_retrain_then_predict(tmp_path, write_spec, cli):

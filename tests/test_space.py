@@ -43,3 +43,6 @@ def test_a_real_study_records_only_relevant_parameters():
             if "." in name:
                 assert name.startswith(values["arch"] + "."), (name, values["arch"])
     assert {t.params["arch"] for t in study.trials} == {"lenet", "vgg", "resnet"}
+    # lenet has no searched parameter here; vgg and resnet trials each record theirs
+    recorded = {t.params["arch"]: {n for n in t.params if "." in n} for t in study.trials}
+    assert recorded == {"lenet": set(), "vgg": {"vgg.stages", "vgg.width"}, "resnet": {"resnet.depth"}}

@@ -24,6 +24,7 @@ from hpsearch.data.idx import read_idx, write_idx
 from hpsearch.errors import DataError, SpecError
 from hpsearch.models import create_model
 from hpsearch.spec import DataSpec
+from studies import write_study
 
 IMAGES, LABELS = "train-images-idx3-ubyte", "train-labels-idx1-ubyte"
 
@@ -238,13 +239,14 @@ def test_images_smaller_than_the_model_minimum_name_model_and_size():
 
 
 @pytest.mark.parametrize("data,space,needle", [
-    ('dataset = "synthetic"\nimage_size = 16', 'arch = "lenet"', "`data.image_size` is 16 px, but `space.arch` 'lenet'"),
-    ('dataset = "cifar10"', 'arch = ["lenet", "tv:alexnet"]', "cifar10 images are 32 px, but `space.arch` 'tv:alexnet'"),
-    ('dataset = "mnist"', 'arch = "vgg"\nimage_size = [16, 32]', "`space.image_size` allows 16 px"),
+    ({"image_size": 16}, {"arch": "lenet"}, "`data.image_size` is 16 px, but `space.arch` 'lenet'"),
+    ({"dataset": "cifar10"}, {"arch": ["lenet", "tv:alexnet"]},
+     "cifar10 images are 32 px, but `space.arch` 'tv:alexnet'"),
+    ({"dataset": "mnist"}, {"arch": "vgg", "image_size": [16, 32]}, "`space.image_size` allows 16 px"),
 ], ids=["synthetic", "cifar-alexnet", "fidelity"])
-def test_validate_refuses_images_smaller_than_an_arch_accepts(write_spec, data, space, needle):
+def test_validate_refuses_images_smaller_than_an_arch_accepts(tmp_path, data, space, needle):
     """Caught when the study file is checked: not a torch shape error deep in every trial."""
-    spec = write_spec(f'[study]\nname = "s"\n[data]\n{data}\n[space]\n{space}\n')
+    spec = write_study(tmp_path / "study.toml", data=data, space=space)
     r = run_cli("validate", str(spec))
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.returncode == 2 and len(lines) == 1 and needle in lines[0], r.stderr
@@ -318,11 +320,11 @@ def test_unreadable_idx_file_names_it(tmp_path):
 # Through the CLI
 
 
-def test_cli_run_on_a_damaged_dataset_exits_2_with_one_error_line(tmp_path, write_spec):
+def test_cli_run_on_a_damaged_dataset_exits_2_with_one_error_line(tmp_path):
     data = write_mnist(tmp_path / "mnist")
     (data / IMAGES).write_bytes(idx_header(20, 28, 28) + bytes(50))
-    spec = write_spec('[study]\nname = "bad-data"\nn_trials = 1\n[data]\ndataset = "mnist"\nval_size = 4\n'
-                      '[train]\nmax_epochs = 1\ndevice = "cpu"\n[space]\narch = "lenet"\n')
+    spec = write_study(tmp_path / "study.toml", name="bad-data", n_trials=1,
+                       data={"dataset": "mnist", "val_size": 4})
     r = run_cli("run", str(spec), "--storage", f"sqlite:///{tmp_path}/s.db", "--data-dir", str(data),
                 "--artifacts", str(tmp_path / "art"), cwd=tmp_path, env={"HPSEARCH_DATA": ""})
     lines = r.stderr.strip().splitlines()

@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from conftest import tiny_study
+from conftest import ROOT
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from services import service_url, unique
@@ -27,14 +27,13 @@ from hpsearch.space import suggest
 from hpsearch.spec import load_spec
 from hpsearch.storage import open_storage
 from hpsearch.study import open_study
+from studies import write_study
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parent.parent
+
 
 def spec_file(tmp_path: Path, name: str, n_trials: int = 2) -> Path:
-    p = tmp_path / f"{name}.toml"
-    p.write_text(tiny_study(name, n_trials))
-    return p
+    return write_study(tmp_path / f"{name}.toml", name=name, n_trials=n_trials)
 
 
 def hpsearch(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -194,21 +193,11 @@ def test_study_names_cannot_escape_their_folder(tmp_path):
 CODE = "__import__('os').system('touch {marker}')"
 
 
-@pytest.mark.parametrize("key,section,value", [
-    ("study.name", "study", 'name = "{code}"'),
-    ("space.optimizer", "space", 'optimizer = "{code}"'),
-    ("space.lr", "space", 'lr = "{code}"'),
-    ("train.max_epochs", "train", 'max_epochs = "{code}"'),
-])
-def test_code_in_a_spec_field_is_an_invalid_value(tmp_path, key, section, value):
+@pytest.mark.parametrize("key", ["study.name", "space.optimizer", "space.lr", "train.max_epochs"])
+def test_code_in_a_spec_field_is_an_invalid_value(tmp_path, key):
     marker = tmp_path / "pwned-by-spec"
-    text = tiny_study("code", 1)
-    line = value.format(code=CODE.format(marker=marker))
-    field = line.split(" = ")[0]
-    lines = [ln for ln in text.splitlines() if not ln.startswith(f"{field} = ")]
-    lines.insert(lines.index(f"[{section}]") + 1, line)
-    spec = tmp_path / "code.toml"
-    spec.write_text("\n".join(lines))
+    section, field = key.split(".")
+    spec = write_study(tmp_path / "code.toml", n_trials=1, **{section: {field: CODE.format(marker=marker)}})
     r = hpsearch("validate", str(spec), cwd=tmp_path)
     assert r.returncode == 2, r.stdout + r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and f"`{key}`" in r.stderr
@@ -217,9 +206,8 @@ def test_code_in_a_spec_field_is_an_invalid_value(tmp_path, key, section, value)
 
 def test_a_free_text_field_holding_code_stays_text(tmp_path):
     marker = tmp_path / "pwned-by-root"
-    spec = tmp_path / "root.toml"
-    spec.write_text(tiny_study("rootcode", 1).replace(
-        'dataset = "synthetic"', f'dataset = "synthetic"\nroot = "$(touch {marker})"'))
+    spec = write_study(tmp_path / "root.toml", name="rootcode", n_trials=1,
+                       data={"root": f"$(touch {marker})"})
     r = hpsearch("validate", str(spec), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert not marker.exists()

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 from browser import CHROMIUM, Browser, running_dashboard
-from conftest import SYNTHETIC_STUDY, run_cli
+from conftest import run_cli
 from PIL import Image
 from services import unavailable
+
+from studies import PRUNED, write_study
 
 pytestmark = pytest.mark.browser
 
@@ -31,9 +33,8 @@ def browser():
 def study(tmp_path_factory):
     """A small study run through the real CLI (synthetic images, 4 tiny trials) with an artifact store."""
     tmp = tmp_path_factory.mktemp("browser")
-    spec = tmp / "s.toml"
-    spec.write_text(SYNTHETIC_STUDY.format(name=NAME, n_trials=4, lr="{ low = 1e-3, high = 0.05, log = true }",
-                                           optimizer="adamw", weight_decay=5e-4))
+    spec = write_study(tmp / "s.toml", PRUNED, name=NAME, n_trials=4,
+                       space={"lr": {"low": 1e-3, "high": 0.05, "log": True}})
     db = f"sqlite:///{tmp / 'db.sqlite'}"
     r = run_cli("run", str(spec), "--storage", db, "--artifacts", str(tmp / "art"), cwd=tmp)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -1,6 +1,6 @@
 """A trivial Optuna worker for the storage load test: trials that only report, through hpsearch's storage layer.
 
-    python tests/load_worker.py URL STUDY N_TRIALS N_REPORTS
+    python tests/scenarios/load_worker.py URL STUDY N_TRIALS N_REPORTS
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -18,47 +17,18 @@ from optuna.trial import TrialState
 from services import need_driver, service_url, unique
 
 from hpsearch.storage import open_storage
+from studies import write_study
 
 pytestmark = pytest.mark.slow
-
-SPEC = """
-[study]
-name = "{name}"
-seed = 0
-n_trials = {n_trials}
-
-[data]
-dataset = "synthetic"
-image_size = 28
-channels = 1
-num_classes = 4
-n_images = {n_images}
-
-[train]
-max_epochs = {epochs}
-eval_every = 1.0
-device = "cpu"
-
-[sampler]
-name = "random"
-
-[pruner]
-name = "{pruner}"
-
-[space]
-arch = "lenet"
-lr = {{ low = 1e-3, high = 0.02, log = true }}
-batch_size = 64
-optimizer = "adamw"
-"""
 
 
 def spec_file(tmp_path: Path, name: str, n_trials: int, n_images: int = 400, epochs: int = 2,
               pruner: str = "none") -> Path:
-    p = tmp_path / f"{name}.toml"
-    p.write_text(textwrap.dedent(SPEC.format(name=name, n_trials=n_trials, n_images=n_images, epochs=epochs,
-                                             pruner=pruner)))
-    return p
+    """Four classes of 28 px synthetic images, LeNet, one eval point per epoch."""
+    return write_study(tmp_path / f"{name}.toml", name=name, n_trials=n_trials,
+                       data={"num_classes": 4, "n_images": n_images},
+                       train={"max_epochs": epochs, "eval_every": 1.0}, pruner={"name": pruner},
+                       space={"lr": {"low": 1e-3, "high": 0.02, "log": True}, "batch_size": 64})
 
 
 def hpsearch(*args: str, cwd: Path, **kw) -> subprocess.Popen:
@@ -225,7 +195,7 @@ def test_32_workers_lose_nothing(kind, tmp_path):
     try:
         optuna.create_study(study_name=name, storage=storage(url))
         env = os.environ | {"PYTHONWARNINGS": "ignore"}
-        procs = [subprocess.Popen([sys.executable, str(Path(__file__).parent / "load_worker.py"), url, name,
+        procs = [subprocess.Popen([sys.executable, str(Path(__file__).with_name("load_worker.py")), url, name,
                                    str(n_trials), str(n_reports)], env=env, stderr=subprocess.PIPE, text=True)
                  for _ in range(n_workers)]
         errors = [(p.wait(timeout=600), p.stderr.read()) for p in procs]

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import tiny_study
 from optuna.trial import TrialState
 from services import service_url, unique
 
@@ -23,6 +22,7 @@ from hpsearch.spec import load_spec
 from hpsearch.storage import open_storage
 from hpsearch.storage_retry import LOST_WORKER
 from hpsearch.study import open_study
+from studies import write_study
 
 pytestmark = pytest.mark.slow
 
@@ -34,8 +34,7 @@ EVAL_STEPS = [1, 2]
 def test_soak_four_workers_faults_and_a_killed_worker_lose_nothing(tmp_path):
     url = service_url("postgresql")
     name = unique("soak")
-    spec = tmp_path / "soak.toml"
-    spec.write_text(tiny_study(name, N_TRIALS, n_images=96))
+    spec = write_study(tmp_path / "soak.toml", name=name, n_trials=N_TRIALS, data={"n_images": 96})
     open_study(load_spec(spec), open_storage(url, heartbeat=None), name)
     env = os.environ | {"PYTHONWARNINGS": "ignore", "HPSEARCH_NO_LIVE": "1", "HPSEARCH_THREADS": "1",
                         "HPSEARCH_FAULTS": "diverge=0.1,error=0.1,seed=7"}

@@ -17,19 +17,20 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import tiny_study
 from optuna.trial import TrialState
 from services import service_url
 
 from hpsearch.storage import open_storage
+from studies import write_study
 
 pytestmark = pytest.mark.slow
 
-def spec_file(tmp_path: Path, name: str = "f", n_trials: int = 2, n_images: int = 200, epochs: int = 1,
-              lr: str = "{ low = 1e-3, high = 0.01, log = true }", train_extra: str = "", extra: str = "") -> Path:
-    p = tmp_path / f"{name}.toml"
-    p.write_text(tiny_study(name, n_trials, n_images, epochs, lr, "[32, 256]", train_extra, extra))
-    return p
+
+def spec_file(tmp_path: Path, name: str = "f", n_trials: int = 2, space: dict | None = None,
+              **sections) -> Path:
+    """The tiny default study (studies.DEFAULTS) with batch sizes 32 and 256 to choose from."""
+    return write_study(tmp_path / f"{name}.toml", name=name, n_trials=n_trials,
+                       space={"batch_size": [32, 256], **(space or {})}, **sections)
 
 
 def hpsearch(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -51,8 +52,7 @@ def error_lines(text: str) -> list[str]:
 
 
 def test_out_of_memory_fails_the_trial_with_its_batch_size_and_the_next_trial_runs(tmp_path):
-    spec = spec_file(tmp_path, extra="\n[[enqueue]]\nbatch_size = 256\nlr = 0.003\n\n[[enqueue]]\nbatch_size = 32\n"
-                                      "lr = 0.003\n")
+    spec = spec_file(tmp_path, enqueue=[{"batch_size": 256, "lr": 0.003}, {"batch_size": 32, "lr": 0.003}])
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     r = hpsearch("run", str(spec), "--storage", url, cwd=tmp_path, env={"HPSEARCH_FAULTS": "oom_above_batch=128"})
     assert r.returncode == 0, r.stderr
@@ -88,7 +88,7 @@ def test_exception_in_augmentation_fails_the_trial_with_one_line_and_the_traceba
 
 def test_time_limit_prunes_the_trial_and_the_study_goes_on(tmp_path):
     # one microsecond: every trial passes it during its first batch, whatever the machine's speed
-    spec = spec_file(tmp_path, n_trials=2, train_extra="max_trial_seconds = 1e-6")
+    spec = spec_file(tmp_path, n_trials=2, train={"max_trial_seconds": 1e-6})
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     r = hpsearch("run", str(spec), "--storage", url, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -99,7 +99,7 @@ def test_time_limit_prunes_the_trial_and_the_study_goes_on(tmp_path):
 
 
 def test_time_limit_must_be_positive(tmp_path):
-    spec = spec_file(tmp_path, train_extra="max_trial_seconds = 0")
+    spec = spec_file(tmp_path, train={"max_trial_seconds": 0})
     r = hpsearch("validate", str(spec), cwd=tmp_path)
     assert r.returncode == 2 and error_lines(r.stderr) == [
         "hpsearch: error: `train.max_trial_seconds` is 0, but must be > 0"]
@@ -139,11 +139,12 @@ def test_unknown_study_is_one_line_listing_the_existing_studies(tmp_path):
 
 def test_a_different_spec_for_an_existing_study_is_refused_unless_forced(tmp_path):
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    first = spec_file(tmp_path, name="s", n_trials=1, train_extra="max_trial_seconds = 1e-6")
+    first = spec_file(tmp_path, name="s", n_trials=1, train={"max_trial_seconds": 1e-6})
     assert hpsearch("run", str(first), "--storage", url, cwd=tmp_path).returncode == 0
     other = tmp_path / "other"
     other.mkdir()
-    changed = spec_file(other, name="s", n_trials=1, epochs=2, lr="0.005", train_extra="max_trial_seconds = 1e-6")
+    changed = spec_file(other, name="s", n_trials=1, space={"lr": 0.005},
+                        train={"max_epochs": 2, "max_trial_seconds": 1e-6})
 
     r = hpsearch("run", str(changed), "--storage", url, cwd=tmp_path)
     assert r.returncode == 2, r.stderr
@@ -190,7 +191,7 @@ def scratch_database():
 def test_database_lost_mid_study_fails_clearly_and_keeps_the_finished_trials(tmp_path):
     with scratch_database() as (url, db, sql):
         pw_url = url.replace("postgres@", "postgres:Mid5tudyPW@")  # trust auth: any password is accepted
-        spec = spec_file(tmp_path, name="lost", n_trials=3, n_images=600, epochs=2)
+        spec = spec_file(tmp_path, name="lost", n_trials=3, data={"n_images": 600}, train={"max_epochs": 2})
         env = os.environ | {"PYTHONWARNINGS": "ignore", "HPSEARCH_NO_LIVE": "1", "HPSEARCH_STORAGE_RETRY_S": "3"}
         hb = ["--heartbeat-interval", "1", "--grace-period", "2"]
         # create Optuna's tables before the run starts: two processes creating them at once on a fresh
