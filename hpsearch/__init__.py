@@ -23,7 +23,7 @@ _EXPORTS = {
     "create_model": "hpsearch.models", "register_model": "hpsearch.models", "list_models": "hpsearch.models",
     "load_dataset": "hpsearch.data", "Dataset": "hpsearch.data.base", "DeviceData": "hpsearch.data.loader",
     "fit": "hpsearch.train", "evaluate": "hpsearch.train", "TrainConfig": "hpsearch.train",
-    "EvalPoint": "hpsearch.train", "FitResult": "hpsearch.train",
+    "EvalPoint": "hpsearch.train", "FitResult": "hpsearch.train", "fit_pack": "hpsearch.pack",
     # building a trial, the Optuna objective, studies, storages, workers
     "train_config": "hpsearch.build", "build_model": "hpsearch.build", "Objective": "hpsearch.objective",
     "open_study": "hpsearch.study", "load_study": "hpsearch.study", "stored_spec": "hpsearch.study",

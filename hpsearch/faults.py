@@ -132,8 +132,8 @@ def install_pack(model: Any, cfgs: list, steps_per_epoch: int) -> None:
         nan_rows = [row for row, member in enumerate(stacked.members) if step[0] == plans[member].diverge_at]
         if not nan_rows:
             return out
-        mask = torch.zeros(out.shape[0], 1, 1, dtype=torch.bool, device=out.device)
-        mask[nan_rows] = True
-        return torch.where(mask, out * float("nan"), out)
+        out = out.clone()  # (not torch.where: its backward would multiply the other rows' zero gradient by NaN)
+        out[nan_rows] = out[nan_rows] * float("nan")
+        return out
 
     model.output_hooks.append(hook)

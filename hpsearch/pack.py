@@ -99,7 +99,8 @@ class StackedModel:
         self.base.train()
         out = vmap(self._forward, randomness="different")(self.params, self.buffers, x)
         for hook in self.output_hooks:
-            out = hook(self, x, out) or out
+            changed = hook(self, x, out)
+            out = out if changed is None else changed
         return out
 
     @torch.inference_mode()

@@ -160,7 +160,22 @@ def collect_header(trials: list[FrozenTrial], info: dict[str, Any]) -> dict[str,
     devices = Counter(str(t.user_attrs["device"]) for t in trials if t.user_attrs.get("device"))
     return {"name": info["name"], "metric": info["metric"], "storage": info.get("storage"),
             "spec": info["spec"], "versions": info["versions"], "devices": dict(devices),
-            "n_trials": len(trials), "states": state_counts(trials)}
+            "n_trials": len(trials), "states": state_counts(trials), "packs": collect_packs(trials)}
+
+
+def collect_packs(trials: list[FrozenTrial]) -> dict[str, Any]:
+    """Trial packs (``pack_id`` attributes): how many, their sizes and members, and finished trials per hour of
+    the study's wall time (first start to last end), packed or not."""
+    packs = Counter(t.user_attrs["pack_id"] for t in trials if "pack_id" in t.user_attrs)
+    sizes = {t.user_attrs["pack_id"]: t.user_attrs.get("pack_size", 0) for t in trials if "pack_id" in t.user_attrs}
+    starts = [t.datetime_start for t in trials if t.datetime_start is not None]
+    ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
+    hours = (max(ends) - min(starts)).total_seconds() / 3600 if starts and ends else 0.0
+    finished = sum(1 for t in trials if t.state.is_finished())
+    return {"packs": len(packs), "packed_trials": sum(packs.values()),
+            "mean_size": sum(sizes.values()) / len(sizes) if sizes else 0.0,
+            "largest": max(sizes.values(), default=0),
+            "trials_per_hour": finished / hours if hours > 0 else None}
 
 
 def collect_history(trials: list[FrozenTrial]) -> dict[str, list]:
@@ -439,6 +454,14 @@ def draw_leaderboard(rows: list[dict], secret_url: str | None) -> str:
     return f'<h3>Top {len(rows)} trials</h3><table class="board"><tr>{head}</tr>{body}</table>'
 
 
+def packs_text(p: dict[str, Any]) -> str:
+    rate = f"; {p['trials_per_hour']:,.0f} finished trials per hour" if p["trials_per_hour"] else ""
+    if not p["packs"]:
+        return "none (every trial trained solo)" + rate
+    return (f"{p['packs']} packs of {p['mean_size']:.1f} members on average (largest {p['largest']}), "
+            f"{p['packed_trials']} packed trials" + rate)
+
+
 def draw_header(d: dict, secret_url: str | None) -> str:
     def safe(text: str) -> str:
         return html.escape(mask_secrets(text, secret_url))
@@ -449,6 +472,7 @@ def draw_header(d: dict, secret_url: str | None) -> str:
         lines.append(f"<dt>storage</dt><dd>{safe(mask_url(d['storage']))}</dd>")
     states = ", ".join(f"{k} {v}" for k, v in d["states"].items())
     lines += [f"<dt>trials</dt><dd>{d['n_trials']} ({safe(states)})</dd>",
+              f"<dt>trial packs</dt><dd>{safe(packs_text(d['packs']))}</dd>",
               f"<dt>devices</dt><dd>{safe(', '.join(f'{k} ({v})' for k, v in d['devices'].items()) or 'none recorded')}</dd>",
               f"<dt>versions</dt><dd>{safe(', '.join(f'{k} {v}' for k, v in d['versions'].items()) or 'none recorded')}</dd>",
               "</dl>", "<details><summary>spec</summary><pre>"

@@ -424,11 +424,20 @@ def _parse_space(raw: Any) -> tuple[Dimension, ...]:
     return tuple(out)
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def _has_value(v: Any) -> bool:
+    return not isinstance(v, dict) or any(_has_value(x) for x in v.values())
+
+
+def _flatten(d: dict[str, Any], path: str, prefix: str = "") -> dict[str, Any]:
+    """``{"vgg": {"width": 16}}`` → ``{"vgg.width": 16}``; a table that holds no value is refused (it would
+    add no parameter name, and its key would never be checked)."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out |= _flatten(v, f"{prefix}{k}.")
+            if not _has_value(v):
+                raise SpecError(f"`{path}.{prefix}{k}` is a table with no value in it; give a parameter value "
+                                "such as lr = 0.05, or a table of an architecture's parameters (vgg = { width = 16 })")
+            out |= _flatten(v, path, f"{prefix}{k}.")
         else:
             out[f"{prefix}{k}"] = v
     return out
@@ -445,7 +454,7 @@ def _parse_enqueue(raw: Any, space: tuple[Dimension, ...]) -> tuple[dict[str, An
         path = f"enqueue[{i}]"
         if not isinstance(item, dict):
             raise SpecError(f"`{path}` must be a table")
-        flat = _flatten(item)
+        flat = _flatten(item, path)
         arch = flat.get("arch", dims["arch"].value)
         params: dict[str, Any] = {}
         for k, v in flat.items():

@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 from hpsearch.checkpoint import disk_usage
 from hpsearch.errors import HpsearchError
 from hpsearch.progress import state_counts, summary
+from hpsearch.report import collect_packs, packs_text
 from hpsearch.storage import mask_url, open_storage
 from hpsearch.study import load_study
 
@@ -22,6 +23,7 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
     best = max(complete, key=lambda t: t.value) if complete else None
     return {"study": study.study_name, "trials": len(trials), "states": state_counts(trials),
             "best_value": best.value if best else None, "best_trial": best.number if best else None,
+            "packs": collect_packs(trials),
             "resumed": [{"trial": t.number, "from_trial": t.user_attrs["resumed_from_trial"],
                          "at_epoch": t.user_attrs.get("resumed_at_epoch")}
                         for t in trials if "resumed_from_trial" in t.user_attrs]}
@@ -45,6 +47,8 @@ def format_status(status: dict[str, Any], as_json: bool = False) -> str:
         best = f"best {r['best_value']:.2f}% (trial {r['best_trial']})" if r["best_value"] is not None else "no best yet"
         counts = "  ".join(f"{s} {n}" for s, n in r["states"].items())
         lines.append(f"{r['study']}: {r['trials']} trials  {counts}  {best}")
+        if r["packs"]["packs"]:
+            lines.append(f"  {packs_text(r['packs'])}")
         lines += [f"  trial {x['trial']} resumed trial {x['from_trial']} at epoch {x['at_epoch']}"
                   for x in r["resumed"]]
     return "\n".join(lines)

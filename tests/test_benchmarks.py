@@ -15,6 +15,14 @@ pytestmark = pytest.mark.slow
 
 BENCHMARKS = ["loop_throughput", "imagefolder_cache", "overhead", "report_scale", "storage_scale",
               "search_efficiency", "gpu_airbench"]
+# data that every machine has: the embedded sample and generated images (a named dataset is never swapped)
+QUICK_ARGS = {"loop_throughput": ["--dataset", "fashion-mnist-sample,synthetic-cifar"]}
+
+
+def run_benchmark(name: str, args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    env = os.environ | {"HPSEARCH_BENCH_RESULTS": str(tmp_path / "results")} | env
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), *args], capture_output=True,
+                          text=True, timeout=600, env=env, cwd=tmp_path)
 
 
 def test_every_benchmark_script_is_smoke_tested():
@@ -24,9 +32,37 @@ def test_every_benchmark_script_is_smoke_tested():
 
 @pytest.mark.parametrize("name", BENCHMARKS)
 def test_quick_mode_writes_json(name, tmp_path):
-    env = os.environ | {"HPSEARCH_BENCH_RESULTS": str(tmp_path)}
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--quick"], capture_output=True,
-                       text=True, timeout=600, env=env, cwd=tmp_path)
+    r = run_benchmark(name, ["--quick", *QUICK_ARGS.get(name, [])], tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    data = json.loads((tmp_path / f"{name}.json").read_text())
+    data = json.loads((tmp_path / "results" / f"{name}.json").read_text())
     assert data["benchmark"] == name and data["machine"]["cores"] >= 1
+    if name == "loop_throughput":  # every row names the data it was measured on, start-up apart
+        assert [r["dataset"] for r in data["rows"]] == ["fashion-mnist-sample"] * 2 + ["synthetic-cifar"] * 2
+        for row in data["rows"]:
+            assert row["images"] == 1024 and row["image_shape"] in ([1, 28, 28], [3, 32, 32]) and row["source_path"]
+            assert row["textbook_startup_s"] > 0 and row["hpsearch_startup_s"] >= 0
+    if name == "storage_scale":  # retries are counted beside errors, and each worker's log is kept
+        cells = [c for c in data["cells"] if "reports" in c]
+        assert cells and all(c["retries"] >= 0 and c["lock_events"] >= 0 for c in cells)
+        logs = Path(data["logs"])
+        for c in cells:
+            kept = sorted(p.name for p in (logs / f"{c['backend']}-w{c['workers']}").glob("worker-*.txt"))
+            assert kept == sorted(f"worker-{i}.txt" for i in range(c["workers"]))
+            assert "done:" in (logs / f"{c['backend']}-w{c['workers']}" / "worker-0.txt").read_text()
+
+
+def test_loop_throughput_refuses_an_absent_dataset(tmp_path):
+    """A named dataset that is not there stops the run with one line, before anything is measured; no
+    other data is swapped in (this machine's /usr/share/datasets copy lies outside --data-dir), nothing is
+    downloaded, and no JSON is written."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = run_benchmark("loop_throughput", ["--dataset", "fashion-mnist", "--data-dir", str(empty)], tmp_path,
+                      HOME=str(tmp_path / "home"))
+    assert r.returncode == 1, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert lines[0].startswith(f"loop_throughput: dataset fashion-mnist not found in {empty}")
+    assert "--dataset fashion-mnist-sample" in lines[0]
+    assert not (tmp_path / "results" / "loop_throughput.json").exists()
+    assert not (tmp_path / "home" / ".cache").exists()  # no torchvision download was tried

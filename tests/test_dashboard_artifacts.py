@@ -10,8 +10,10 @@ import urllib.request
 import optuna
 import pytest
 from browser import running_dashboard
-from conftest import run_cli, tiny_study
+from conftest import run_cli
 from optuna.trial import TrialState
+
+from studies import study_text
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +30,7 @@ def get(url: str) -> tuple[int, bytes]:
 def test_every_listed_artifact_downloads_and_the_kept_checkpoint_is_listed(tmp_path):
     spec = tmp_path / "dash.toml"
     # 2 epochs: each trial writes 2 per-epoch checkpoints; 4 completed trials, of which retention keeps 1
-    spec.write_text(tiny_study("dashart", 4, epochs=2))
+    spec.write_text(study_text(name="dashart", n_trials=4, train={"max_epochs": 2}))
     db, art = f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "art"
     r = run_cli("run", str(spec), "--storage", db, "--artifacts", str(art), "--keep-best", "1", cwd=tmp_path)
     assert r.returncode == 0, r.stderr

@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 from optuna_dashboard._note import get_note_from_system_attrs
 from PIL import Image
 
+from hpsearch import optuna_internals as internals
 from studies import write_study
 
 pytestmark = pytest.mark.slow
@@ -58,7 +59,8 @@ def test_completed_trials_carry_artifacts_and_a_note(finished_study, tmp_path):
         ckpt = tmp_path / f"{t.number}.pt"
         download_artifact(artifact_store=store, file_path=str(ckpt), artifact_id=t.user_attrs["checkpoint"])
         assert ckpt.stat().st_size > 1000
-        note = get_note_from_system_attrs(study._storage.get_study_system_attrs(study._study_id), t._trial_id)["body"]
+        note = get_note_from_system_attrs(internals.study_storage(study).get_study_system_attrs(internals.study_id(study)),
+                                         internals.trial_id(t))["body"]
         assert "val Top-1" in note and "lenet" in note, "the markdown note is stored"
 
 

@@ -13,7 +13,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState, create_trial
 from services import service_url, unique
 
-from hpsearch.report import _rdb_backend, read_trials
+from hpsearch import optuna_internals as internals
+from hpsearch.report import read_trials
 from hpsearch.storage import open_storage
 
 DISTS = {"arch": CategoricalDistribution(["lenet", "vgg"]), "lr": FloatDistribution(1e-4, 1e-1, log=True),
@@ -62,7 +63,7 @@ def test_read_trials_equals_optuna_get_trials(url, non_utc_local_time):
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize")
     fill(study)
     try:
-        assert _rdb_backend(study._storage) is not None, "the direct read is taken behind hpsearch's wrappers"
+        assert internals.rdb_backend(internals.study_storage(study)) is not None, "the direct read is taken behind hpsearch's wrappers"
         fresh = optuna.load_study(study_name=name, storage=url)  # Optuna's own reader, no cache
         expected = fresh.get_trials(deepcopy=False)
         got = read_trials(study)

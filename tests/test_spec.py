@@ -100,8 +100,6 @@ def test_invalid_spec_names_the_key(raw, key):
     assert "\n" not in msg, "the message is one line"
 
 
-@pytest.mark.xfail(strict=True, reason="hpsearch.spec flattens [[enqueue]] tables into parameter names and "
-                   "drops an empty table, so its unknown key is never seen")
 @pytest.mark.parametrize("item,key", [({"x": {}}, "`enqueue[0].x`"), ({"arch": {"a": {}}}, "`enqueue[0].arch`")])
 def test_an_empty_table_in_enqueue_is_refused(item, key):
     with pytest.raises(SpecError) as e:

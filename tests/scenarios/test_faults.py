@@ -63,7 +63,7 @@ def test_out_of_memory_fails_the_trial_with_its_batch_size_and_the_next_trial_ru
     assert "trial 0 FAIL (out_of_memory at batch_size 256)" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_exception_in_augmentation_fails_the_trial_with_one_line_and_the_traceback_goes_to_the_log(tmp_path):
+def test_an_exception_in_training_fails_the_trial_with_one_line_and_the_traceback_goes_to_the_log(tmp_path):
     spec = spec_file(tmp_path, n_trials=2)
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     log = tmp_path / "hpsearch.log"
@@ -74,7 +74,7 @@ def test_exception_in_augmentation_fails_the_trial_with_one_line_and_the_traceba
     assert [t.state for t in trials] == [TrialState.FAIL] * 2, "both trials ran: the study went on after the first"
     for t in trials:
         reason = t.user_attrs["reason"]
-        assert reason.startswith("RuntimeError: injected by HPSEARCH_FAULTS: augmentation failed at step "), reason
+        assert reason.startswith("RuntimeError: injected by HPSEARCH_FAULTS: error at training step "), reason
         assert "\n" not in reason
     # the console has one line per failed trial, the progress line; the log file has the full traceback
     assert "Traceback" not in r.stderr + r.stdout
@@ -83,7 +83,9 @@ def test_exception_in_augmentation_fails_the_trial_with_one_line_and_the_traceba
     assert len([ln for ln in r.stderr.splitlines() if "injected" in ln]) == 2
     text = log.read_text()
     assert text.count("Traceback (most recent call last)") >= 2
-    assert "in augment" in text and "RuntimeError: injected by HPSEARCH_FAULTS" in text
+    assert "in before" in text and "RuntimeError: injected by HPSEARCH_FAULTS" in text  # raised in the model's forward
+    assert r.stderr.splitlines().count("warning: fault injection is on ($HPSEARCH_FAULTS=error=1.0): trials will fail "
+                                       "on purpose") == 1, "the worker says once that faults are injected"
 
 
 def test_time_limit_prunes_the_trial_and_the_study_goes_on(tmp_path):

@@ -21,6 +21,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from services import service_url, unique
 
+from hpsearch import optuna_internals as internals
 from hpsearch.checkpoint import Checkpoints, open_artifact_store
 from hpsearch.errors import HpsearchError
 from hpsearch.space import suggest
@@ -134,7 +135,7 @@ def test_storage_password_appears_nowhere(tmp_path):
         assert log.read_text().count("Traceback") >= 1, "the log file holds the failed trial's traceback"
         for f in files:
             texts[str(f)] = f.read_bytes().decode("latin-1")
-        texts["study attrs"] = json.dumps([study.user_attrs, study._storage.get_study_system_attrs(study._study_id)],
+        texts["study attrs"] = json.dumps([study.user_attrs, internals.study_storage(study).get_study_system_attrs(internals.study_id(study))],
                                           default=str)
         for t in trials:
             texts[f"trial {t.number} attrs"] = json.dumps([t.user_attrs, t.system_attrs], default=str)

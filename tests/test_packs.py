@@ -1,0 +1,63 @@
+"""Trial packs through the real CLI: `[train] pack = 4` on a real SQLite study. Every member is a complete
+trial of its own (intermediate values, attributes, pruning decision), members share the structural parameters
+and not the others, and an injected NaN in one member prunes it as diverged while its pack-mates complete."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import optuna
+from conftest import run_cli
+from optuna.trial import TrialState
+
+from studies import PRUNED, write_study
+
+SPACE = {"lr": {"low": 1e-4, "high": 0.05, "log": True}, "batch_size": [32, 64],
+         "label_smoothing": {"low": 0.0, "high": 0.1}, "aug_strength": {"low": 0.0, "high": 0.5}}
+
+
+def run_packed(tmp_path, name: str, n_trials: int, env: dict | None = None):
+    spec = write_study(tmp_path / f"{name}.toml", PRUNED, name=name, n_trials=n_trials, train={"pack": 4},
+                       space=SPACE, pruner={"name": "percentile", "percentile": 80.0, "n_startup_trials": 2,
+                                            "n_warmup_steps": 0})
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    r = run_cli("run", str(spec), "--storage", url, "--artifacts", str(tmp_path / "art"), cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    return r, optuna.load_study(study_name=name, storage=url).get_trials()
+
+
+def test_a_packed_study_holds_complete_trials_of_their_own(tmp_path):
+    r, trials = run_packed(tmp_path, "packed", 8)
+    assert len(trials) == 8 and all(t.state.is_finished() for t in trials), "the target is exact"
+    packs = defaultdict(list)
+    for t in trials:
+        a = t.user_attrs
+        assert a["pack_size"] == len([u for u in trials if u.user_attrs["pack_id"] == a["pack_id"]])
+        assert t.intermediate_values, "each member reports its own eval points"
+        assert {"config", "device", "n_params", "val_top1", "epochs_completed", "wall_s"} <= set(a)
+        packs[a["pack_id"]].append(t)
+    assert sorted(len(p) for p in packs.values()) == [4, 4]
+    for members in packs.values():
+        assert sorted(t.user_attrs["pack_member"] for t in members) == [0, 1, 2, 3]
+        assert len({t.params["batch_size"] for t in members}) == 1, "structural parameters are shared"
+        assert len({t.params["lr"] for t in members}) == 4, "the others are each member's own"
+    second = max(packs.values(), key=lambda p: min(t.number for t in p))
+    states = {t.state for t in second}
+    assert TrialState.PRUNED in states and TrialState.COMPLETE in states, \
+        "the pruner stopped a member while its pack-mates went on"
+    for t in second:
+        if t.state == TrialState.PRUNED:
+            assert len(t.intermediate_values) < 4 and t.user_attrs["reason"].startswith("pruned at eval point")
+    assert "trial packs of up to 4 (train.pack)" in r.stderr
+
+
+def test_an_injected_nan_prunes_one_member_and_the_others_complete(tmp_path):
+    # diverge=0.3,seed=2 makes exactly trial 0 of the pack (seeds 0-3) diverge in its first epoch, at either batch size
+    r, trials = run_packed(tmp_path, "nan", 4, env={"HPSEARCH_FAULTS": "diverge=0.3,seed=2"})
+    by_state = defaultdict(list)
+    for t in trials:
+        by_state[t.state].append(t)
+    diverged = [t for t in trials if t.user_attrs.get("reason") == "diverged"]
+    assert len(diverged) == 1 and diverged[0].state == TrialState.PRUNED
+    assert len(by_state[TrialState.COMPLETE]) == 3, "a NaN in one member never touches another"
+    assert len({t.user_attrs["pack_id"] for t in trials}) == 1
