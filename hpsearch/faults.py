@@ -9,6 +9,8 @@
   of its first epoch;
 - ``error=P``: with probability P the model raises ``RuntimeError`` at a random training step of its first
   epoch;
+- ``oom_above_pack=N``: a trial pack of more than N members raises ``torch.OutOfMemoryError`` in its fused
+  step (the worker then halves the pack and goes on from the members' checkpoints);
 - ``seed=S``: the draws depend only on S and the trial's seed, so a drill is reproducible.
 
 The objective calls :func:`install` on each trial's model: with the variable unset it returns at once and the
@@ -28,7 +30,7 @@ import torch
 from torch import nn
 
 ENV = "HPSEARCH_FAULTS"
-KEYS = ("oom_above_batch", "diverge", "error", "seed")
+KEYS = ("oom_above_batch", "oom_above_pack", "diverge", "error", "seed")
 PREFIX = f"injected by {ENV}"
 
 
@@ -117,11 +119,16 @@ def install_pack(model: Any, cfgs: list, steps_per_epoch: int) -> None:
     if not active():
         return
     plans = [plan(c.seed, steps_per_epoch) for c in cfgs]
+    opts = parse(active() or "")
+    max_pack = int(opts["oom_above_pack"]) if "oom_above_pack" in opts else None
     step = [0]
 
     def hook(stacked: Any, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         step[0] += 1
         batch = x.shape[1]
+        if max_pack is not None and stacked.size > max_pack:
+            raise torch.OutOfMemoryError(f"{PREFIX}: a pack of {stacked.size} members is more than "
+                                         f"oom_above_pack={max_pack}")
         for f in plans:
             if f.oom_above_batch is not None and batch > f.oom_above_batch:
                 raise torch.OutOfMemoryError(f"{PREFIX}: a batch of {batch} images is more than "

@@ -61,6 +61,15 @@ class PackError(ValueError):
     """Members that cannot train as one pack (different shared settings or architectures)."""
 
 
+class PackOutOfMemory(Exception):
+    """The fused step ran out of device memory. ``finished`` maps the members that had already left the pack to
+    their outcomes; ``alive`` lists the members still training, to go on in smaller packs from their checkpoints."""
+
+    def __init__(self, error: BaseException, finished: dict[int, FitResult | Exception], alive: list[int]):
+        super().__init__(f"a pack of {len(alive)} ran out of memory: {error}")
+        self.error, self.finished, self.alive = error, finished, alive
+
+
 def check_members(cfgs: Sequence[TrainConfig]) -> None:
     if not cfgs:
         raise PackError("a pack needs at least one member")
@@ -338,54 +347,57 @@ def fit_pack(models: Sequence[nn.Module], data: DeviceData, cfgs: Sequence[Train
         return checkpoint
 
     t_train = time.perf_counter()
-    for epoch in range(start_epoch, first.max_epochs):
-        for b, idx in enumerate(epoch_batches(data.n_train, first.batch_size, g_perm, device)):
-            if not alive:
-                break
-            xb = aug(data.train_x[idx])  # (K, B, C, H, W)
-            yb = data.train_y[idx]
-            with autocast(device, first.precision):
-                losses = member_losses(model(xb), yb, smoothing)  # (K,)
-            optimizer.zero_grad()
-            losses.sum().backward()  # members share no parameter: each gets the gradient of its own loss
-            optimizer.step(lr_factor(step, total_steps, first.schedule, first.warmup))
-            step += 1
-            images += idx.shape[0]
-            loss_sum += losses.detach().float()
-            loss_count += 1
-            if (b + 1) % PROGRESS_EVERY == 0 or step in eval_at:
-                means = (loss_sum / loss_count).tolist()
-                bad = {row: Diverged(step / n_batches, v) for row, v in enumerate(means) if not math.isfinite(v)}
-                if bad:  # a NaN stays in its member's rows (no parameter is shared): only that member leaves
-                    drop(bad)
+    try:
+        for epoch in range(start_epoch, first.max_epochs):
+            for b, idx in enumerate(epoch_batches(data.n_train, first.batch_size, g_perm, device)):
+                if not alive:
+                    break
+                xb = aug(data.train_x[idx])  # (K, B, C, H, W)
+                yb = data.train_y[idx]
+                with autocast(device, first.precision):
+                    losses = member_losses(model(xb), yb, smoothing)  # (K,)
+                optimizer.zero_grad()
+                losses.sum().backward()  # members share no parameter: each gets the gradient of its own loss
+                optimizer.step(lr_factor(step, total_steps, first.schedule, first.warmup))
+                step += 1
+                images += idx.shape[0]
+                loss_sum += losses.detach().float()
+                loss_count += 1
+                if (b + 1) % PROGRESS_EVERY == 0 or step in eval_at:
                     means = (loss_sum / loss_count).tolist()
-                ips = images / (train_s + time.perf_counter() - t_train)
-                each_member("on_progress", [(epoch, b + 1, n_batches, m, ips) for m in means])
+                    bad = {row: Diverged(step / n_batches, v) for row, v in enumerate(means) if not math.isfinite(v)}
+                    if bad:  # a NaN stays in its member's rows (no parameter is shared): only that member leaves
+                        drop(bad)
+                        means = (loss_sum / loss_count).tolist()
+                    ips = images / (train_s + time.perf_counter() - t_train)
+                    each_member("on_progress", [(epoch, b + 1, n_batches, m, ips) for m in means])
+                if not alive:
+                    break
+                if step in eval_at:
+                    train_s += time.perf_counter() - t_train
+                    final = step == eval_at[-1]  # the final evaluation also counts the confusion matrices
+                    confusion = (torch.zeros(len(alive), data.num_classes, data.num_classes, dtype=torch.long,
+                                             device=device) if final else None)
+                    top1, top5 = _evaluate(model, data, aug, first.eval_batch_size, first.precision, confusion)
+                    mean_loss = (loss_sum / loss_count).tolist()
+                    for row, i in enumerate(alive):
+                        points[i].append(EvalPoint(len(points[i]) + 1, step / n_batches, top1[row], top5[row],
+                                                   mean_loss[row], images / train_s, time.perf_counter() - t_start))
+                        if confusion is not None:
+                            final_confusion[i] = confusion[row].cpu()
+                    loss_sum.zero_()
+                    loss_count = 0
+                    each_member("on_eval", [(points[i][-1],) for i in alive])
+                    t_train = time.perf_counter()
+                if first.max_seconds is not None and (spent := time.perf_counter() - t_start) > first.max_seconds:
+                    drop({row: TimeLimit(step / n_batches, spent, first.max_seconds) for row in range(len(alive))})
             if not alive:
                 break
-            if step in eval_at:
-                train_s += time.perf_counter() - t_train
-                final = step == eval_at[-1]  # the final evaluation also counts the confusion matrices
-                confusion = (torch.zeros(len(alive), data.num_classes, data.num_classes, dtype=torch.long,
-                                         device=device) if final else None)
-                top1, top5 = _evaluate(model, data, aug, first.eval_batch_size, first.precision, confusion)
-                mean_loss = (loss_sum / loss_count).tolist()
-                for row, i in enumerate(alive):
-                    points[i].append(EvalPoint(len(points[i]) + 1, step / n_batches, top1[row], top5[row],
-                                               mean_loss[row], images / train_s, time.perf_counter() - t_start))
-                    if confusion is not None:
-                        final_confusion[i] = confusion[row].cpu()
-                loss_sum.zero_()
-                loss_count = 0
-                each_member("on_eval", [(points[i][-1],) for i in alive])
-                t_train = time.perf_counter()
-            if first.max_seconds is not None and (spent := time.perf_counter() - t_start) > first.max_seconds:
-                drop({row: TimeLimit(step / n_batches, spent, first.max_seconds) for row in range(len(alive))})
-        if not alive:
-            break
-        pause = time.perf_counter()
-        each_member("on_epoch_end", [(epoch + 1, checkpoint_of(row, i, epoch)) for row, i in enumerate(alive)])
-        t_train += time.perf_counter() - pause
+            pause = time.perf_counter()
+            each_member("on_epoch_end", [(epoch + 1, checkpoint_of(row, i, epoch)) for row, i in enumerate(alive)])
+            t_train += time.perf_counter() - pause
+    except torch.OutOfMemoryError as e:  # the whole fused step: the caller halves the pack
+        raise PackOutOfMemory(e, dict(outcome), list(alive)) from e
     wall = time.perf_counter() - t_start
     for row, i in enumerate(alive):  # the trained weights go back into each completed member's own model
         models[i].load_state_dict(model.member_state_dict(row))

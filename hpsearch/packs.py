@@ -30,8 +30,9 @@ from optuna.trial import TrialState
 from hpsearch import faults
 from hpsearch import optuna_internals as internals
 from hpsearch.data.loader import batches_per_epoch
-from hpsearch.objective import Interrupted, Objective, TrialRun
-from hpsearch.pack import fit_pack
+from hpsearch.errors import first_line
+from hpsearch.objective import Interrupted, Objective, TrialRun, release_memory
+from hpsearch.pack import PackOutOfMemory, fit_pack
 from hpsearch.progress import fmt_params
 from hpsearch.space import suggest
 from hpsearch.spec import Spec, structural_names
@@ -138,31 +139,79 @@ def run_pack(study: optuna.Study, objective: Objective, trials: list[optuna.Tria
         _train_group(study, objective, group, progress)
 
 
-def _train_group(study: optuna.Study, objective: Objective, runs: list[TrialRun], progress) -> None:
+def _train_group(study: optuna.Study, objective: Objective, runs: list[TrialRun], progress,
+                 resume: list[dict] | None = None) -> None:
     for run in runs:
         objective.build(run, solo=False)
     data, cfgs = runs[0].data, [r.cfg for r in runs]
     steps = batches_per_epoch(data.n_train, cfgs[0].batch_size)
     try:
         with heartbeats(study, [r.trial for r in runs]):
-            outcomes = fit_pack([r.model for r in runs], data, cfgs, [r.hooks for r in runs],
+            outcomes = fit_pack([r.model for r in runs], data, cfgs, [r.hooks for r in runs], resume=resume,
                                 stacked=lambda model: faults.install_pack(model, cfgs, steps))
+    except PackOutOfMemory as oom:
+        # drop the tracebacks first: their frames hold the big pack's tensors, which must be freed before halving
+        for e in (oom.error, *(x for x in oom.finished.values() if isinstance(x, BaseException))):
+            e.__traceback__ = None
+        _halve(study, objective, runs, progress, oom.finished, oom.alive, oom.error)
+        return
     except (Exception, Interrupted) as e:  # an interrupt or a fault of the whole pack ends every member
         for run in runs:
-            ended = objective.ended(run, e)
-            _tell(study, run, TrialState.PRUNED if isinstance(ended, optuna.TrialPruned) else TrialState.FAIL,
-                  None, progress)
+            _finish(study, objective, run, e, progress)
         if isinstance(e, Interrupted):
             raise
         return
     for run, outcome in zip(runs, outcomes, strict=True):
-        if isinstance(outcome, FitResult):
-            _tell(study, run, TrialState.COMPLETE, objective.completed(run, outcome), progress)
-        else:
-            ended = objective.ended(run, outcome)
-            _tell(study, run, TrialState.PRUNED if isinstance(ended, optuna.TrialPruned) else TrialState.FAIL,
-                  None, progress)
+        _finish(study, objective, run, outcome, progress)
+
+
+def _halve(study: optuna.Study, objective: Objective, runs: list[TrialRun], progress, finished: dict,
+           alive_rows: list[int], error: BaseException) -> None:
+    """After an out-of-memory error: tells the members that had left, then trains the others as two packs of
+    half the size, from their newest checkpoints (a single member fails with the error, as a solo trial would)."""
+    for i, outcome in finished.items():
+        _finish(study, objective, runs[i], outcome, progress)
+    alive = [runs[i] for i in alive_rows]
+    for run in runs:
         run.model = None
+    release_memory(objective.device)
+    if len(alive) == 1:
+        _finish(study, objective, alive[0], error, progress)
+        return
+    half = len(alive) // 2
+    log.warning("a pack of %d ran out of memory (%s); going on as packs of %d and %d from the members' "
+                "checkpoints", len(alive), first_line(error), half, len(alive) - half)
+    for part in (alive[:half], alive[half:]):
+        for run in part:
+            run.trial.set_user_attr("pack_size", len(part))
+            run.trial.set_user_attr("pack_halved_from", len(alive))
+        _train_group(study, objective, part, progress, _last_checkpoints(objective, part))
+
+
+def _last_checkpoints(objective: Objective, runs: list[TrialRun]) -> list[dict] | None:
+    """The members' newest checkpoints when every member has one of the same epoch; else None (start over)."""
+    if objective.checkpoints is None:
+        return None
+    ids = [r.trial.user_attrs.get("checkpoint") for r in runs]
+    if not all(ids):
+        return None
+    try:
+        states = [objective.checkpoints.load(i) for i in ids]
+    except Exception as e:  # a lost checkpoint: these members train again from the start
+        log.warning("cannot resume the halved pack from its checkpoints (%s); starting it over", first_line(e))
+        return None
+    return states if len({s["epoch"] for s in states}) == 1 else None
+
+
+def _finish(study: optuna.Study, objective: Objective, run: TrialRun, outcome, progress) -> None:
+    """Records and tells one member's outcome: its FitResult, or the exception that ended it."""
+    if isinstance(outcome, FitResult):
+        _tell(study, run, TrialState.COMPLETE, objective.completed(run, outcome), progress)
+    else:
+        ended = objective.ended(run, outcome)
+        _tell(study, run, TrialState.PRUNED if isinstance(ended, optuna.TrialPruned) else TrialState.FAIL, None,
+              progress)
+    run.model = None
 
 
 def _tell(study: optuna.Study, run: TrialRun, state: TrialState, value: float | None, progress) -> None:

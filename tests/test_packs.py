@@ -16,10 +16,12 @@ SPACE = {"lr": {"low": 1e-4, "high": 0.05, "log": True}, "batch_size": [32, 64],
          "label_smoothing": {"low": 0.0, "high": 0.1}, "aug_strength": {"low": 0.0, "high": 0.5}}
 
 
-def run_packed(tmp_path, name: str, n_trials: int, env: dict | None = None):
+PERCENTILE = {"name": "percentile", "percentile": 80.0, "n_startup_trials": 2, "n_warmup_steps": 0}
+
+
+def run_packed(tmp_path, name: str, n_trials: int, env: dict | None = None, pruner: dict = PERCENTILE):
     spec = write_study(tmp_path / f"{name}.toml", PRUNED, name=name, n_trials=n_trials, train={"pack": 4},
-                       space=SPACE, pruner={"name": "percentile", "percentile": 80.0, "n_startup_trials": 2,
-                                            "n_warmup_steps": 0})
+                       space=SPACE, pruner=pruner)
     url = f"sqlite:///{tmp_path / 'p.db'}"
     r = run_cli("run", str(spec), "--storage", url, "--artifacts", str(tmp_path / "art"), cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr
@@ -61,3 +63,12 @@ def test_an_injected_nan_prunes_one_member_and_the_others_complete(tmp_path):
     assert len(diverged) == 1 and diverged[0].state == TrialState.PRUNED
     assert len(by_state[TrialState.COMPLETE]) == 3, "a NaN in one member never touches another"
     assert len({t.user_attrs["pack_id"] for t in trials}) == 1
+
+
+def test_out_of_memory_halves_the_pack_and_every_member_still_finishes(tmp_path):
+    r, trials = run_packed(tmp_path, "oom", 4, env={"HPSEARCH_FAULTS": "oom_above_pack=2"}, pruner={"name": "none"})
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4, r.stderr
+    assert [t.user_attrs["pack_size"] for t in trials] == [2, 2, 2, 2]
+    assert all(t.user_attrs["pack_halved_from"] == 4 for t in trials)
+    assert all(len(t.intermediate_values) == 4 for t in trials)
+    assert "a pack of 4 ran out of memory" in r.stderr and "going on as packs of 2 and 2" in r.stderr
