@@ -25,7 +25,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -269,7 +269,8 @@ def fit_pack(models: Sequence[nn.Module], data: DeviceData, cfgs: Sequence[Train
 
     Returns one outcome per member: its :class:`FitResult`, or the exception that ended it (``Diverged``,
     ``TimeLimit``, or whatever its hooks raised, such as a pruning decision); the other members go on. A
-    ``KeyboardInterrupt`` (and an out-of-memory error, which concerns the whole pack) propagates. ``resume``:
+    ``KeyboardInterrupt`` propagates; running out of device memory (which concerns the whole fused step) raises
+    :class:`PackOutOfMemory`, with the outcomes so far and the members still training. ``resume``:
     each member's checkpoint from ``on_epoch_end``, all at the same epoch (``fit``'s format). ``stacked`` is
     called with the stacked model before training (to install fault injection or measure it).
     """
@@ -407,7 +408,3 @@ def fit_pack(models: Sequence[nn.Module], data: DeviceData, cfgs: Sequence[Train
                                final_confusion.get(i))
     return [outcome[i] for i in range(k)]
 
-
-def shared_fields(cfg: TrainConfig) -> dict[str, Any]:
-    """The fields of ``cfg`` a pack's members must agree on (a key to group trials into packs)."""
-    return {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name in SHARED_FIELDS}

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,23 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     full_env.pop("HPSEARCH_STORAGE", None) if env is None or "HPSEARCH_STORAGE" not in env else None
     return subprocess.run([sys.executable, "-m", "hpsearch.cli", *args], cwd=cwd, env=full_env, text=True,
                           capture_output=True, timeout=timeout)
+
+
+def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
+    """Starts ``hpsearch ARGS`` as a real background process, stdout and stderr merged (text mode)."""
+    env = os.environ | {"PYTHONWARNINGS": "ignore", "HPSEARCH_NO_LIVE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "hpsearch.cli", *args], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def wait_for(pred, timeout: float, what: str, poll_s: float = 0.2):
+    """Polls ``pred`` until it returns something true (returned) or ``timeout`` seconds pass (AssertionError)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if value := pred():
+            return value
+        time.sleep(poll_s)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

@@ -8,11 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
 import pytest
+from conftest import start_cli, wait_for
 from optuna.trial import TrialState
 from services import need_driver, service_url, unique
 
@@ -31,10 +31,8 @@ def spec_file(tmp_path: Path, name: str, n_trials: int, n_images: int = 400, epo
                        space={"lr": {"low": 1e-3, "high": 0.02, "log": True}, "batch_size": 64})
 
 
-def hpsearch(*args: str, cwd: Path, **kw) -> subprocess.Popen:
-    env = os.environ | {"PYTHONWARNINGS": "ignore", "HPSEARCH_NO_LIVE": "1"}
-    return subprocess.Popen([sys.executable, "-m", "hpsearch.cli", *args], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
+def hpsearch(*args: str, cwd: Path) -> subprocess.Popen:
+    return start_cli(*args, cwd=cwd)
 
 
 def finish(p: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
@@ -88,16 +86,6 @@ def test_workers_share_a_study_in_a_file(scheme, tmp_path):
     code, out = finish(p)
     assert code == 0, out
     check_study(url, "files", 6)
-
-
-def wait_for(pred, timeout: float, what: str):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_killed_worker_trial_is_retried_and_resumes_from_its_checkpoint(tmp_path):

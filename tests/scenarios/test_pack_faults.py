@@ -6,13 +6,10 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import optuna
 import pytest
+from conftest import start_cli, wait_for
 from optuna.trial import TrialState
 from services import service_url, unique
 
@@ -20,21 +17,6 @@ from hpsearch.storage import open_storage
 from studies import write_study
 
 pytestmark = pytest.mark.slow
-
-
-def hpsearch(*args: str, cwd: Path) -> subprocess.Popen:
-    env = os.environ | {"PYTHONWARNINGS": "ignore", "HPSEARCH_NO_LIVE": "1"}
-    return subprocess.Popen([sys.executable, "-m", "hpsearch.cli", *args], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-
-def wait_for(pred, timeout: float, what: str):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if value := pred():
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_a_killed_pack_worker_s_members_each_resume_from_their_own_checkpoint(tmp_path):
@@ -45,7 +27,7 @@ def test_a_killed_pack_worker_s_members_each_resume_from_their_own_checkpoint(tm
                        space={"lr": {"low": 1e-3, "high": 0.02, "log": True}, "batch_size": 64})
     hb = ["--heartbeat-interval", "1", "--grace-period", "3", "--artifacts", str(tmp_path / "art")]
     try:
-        a = hpsearch("run", str(spec), "--storage", url, *hb, cwd=tmp_path)
+        a = start_cli("run", str(spec), "--storage", url, *hb, cwd=tmp_path)
 
         def all_checkpointed():
             with contextlib.suppress(KeyError):
@@ -57,7 +39,7 @@ def test_a_killed_pack_worker_s_members_each_resume_from_their_own_checkpoint(tm
         assert len({t.user_attrs["pack_id"] for t in packed}) == 1
         os.kill(a.pid, signal.SIGKILL)
         a.wait()
-        b = hpsearch("worker", "--storage", url, "--study", name, *hb, cwd=tmp_path)
+        b = start_cli("worker", "--storage", url, "--study", name, *hb, cwd=tmp_path)
         out, _ = b.communicate(timeout=300)
         assert b.returncode == 0, out
         trials = optuna.load_study(study_name=name, storage=open_storage(url, heartbeat=None)).get_trials()
@@ -83,7 +65,7 @@ def test_ctrl_c_re_queues_every_member_and_the_next_run_resumes_them(tmp_path):
                        train={"max_epochs": 3, "eval_every": 1.0, "pack": 3},
                        space={"lr": {"low": 1e-3, "high": 0.02, "log": True}, "batch_size": 64})
     art = ["--artifacts", str(tmp_path / "art")]
-    a = hpsearch("run", str(spec), "--storage", url, *art, cwd=tmp_path)
+    a = start_cli("run", str(spec), "--storage", url, *art, cwd=tmp_path)
 
     def all_checkpointed():
         with contextlib.suppress(KeyError):
@@ -98,7 +80,7 @@ def test_ctrl_c_re_queues_every_member_and_the_next_run_resumes_them(tmp_path):
     trials = optuna.load_study(study_name="packint", storage=url).get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL] * 3 + [TrialState.WAITING] * 3, out
     assert all("interrupted" in t.user_attrs["reason"] for t in trials[:3])
-    b = hpsearch("run", str(spec), "--storage", url, *art, cwd=tmp_path)
+    b = start_cli("run", str(spec), "--storage", url, *art, cwd=tmp_path)
     out, _ = b.communicate(timeout=300)
     assert b.returncode == 0, out
     retries = optuna.load_study(study_name="packint", storage=url).get_trials()[3:]
