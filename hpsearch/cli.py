@@ -73,7 +73,7 @@ def cli(ctx: click.Context, storage: str | None, verbose: bool, log_file: str | 
 
 def _check_finite(_ctx, _param, value):
     if value is not None and not math.isfinite(value):  # FloatRange lets nan through: nan > 0 is False
-        raise click.BadParameter(f"{value} is not a finite number of seconds")
+        raise click.BadParameter(f"{value} is not a finite number")
     return value
 
 
@@ -114,18 +114,24 @@ def worker_options(f):
         click.option("--keep-best", type=click.IntRange(min=0), default=3, show_default=True,
                      help="Completed trials whose checkpoints are kept."),
         click.option("--pack", help="Trials trained as one fused model: K (1-64) or auto (overrides train.pack)."),
+        click.option("--patience", type=click.IntRange(min=1),
+                     help="Stop when N finished trials in a row did not improve the best (overrides study.patience)."),
+        click.option("--min-delta", type=click.FloatRange(0, 100), callback=_check_finite,
+                     help="Val Top-1 points an improvement needs, for --patience (default: study.min_delta, 0)."),
+        click.option("--target", type=click.FloatRange(0, 100), callback=_check_finite,
+                     help="Stop once a trial reaches this val Top-1 %% (overrides study.target)."),
     ]
 
     @functools.wraps(f)
     def wrapper(*args, n_trials, timeout, device, data_dir, artifacts, heartbeat_interval, grace_period, max_retry,
-                keep_best, pack, **kwargs):
+                keep_best, pack, patience, min_delta, target, **kwargs):
         from hpsearch.spec import parse_pack
         from hpsearch.storage import Heartbeat
         from hpsearch.worker import WorkerOptions
 
         options = WorkerOptions(n_trials, timeout, device, data_dir, artifacts,
                                 Heartbeat(heartbeat_interval, grace_period, max_retry), keep_best,
-                                None if pack is None else parse_pack(pack, "--pack"))
+                                None if pack is None else parse_pack(pack, "--pack"), patience, min_delta, target)
         return f(*args, opts=options, **kwargs)
 
     for opt in reversed(opts):

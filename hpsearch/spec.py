@@ -44,6 +44,10 @@ class StudySpec:
     seed: int = 0
     n_trials: int = 20  # finished trials the study should hold in total
     timeout: float | None = None  # seconds for one `hpsearch run`
+    # stop rules, checked by every worker before each trial (hpsearch.study.stop_reason):
+    patience: int | None = None  # stop when N finished trials in a row did not improve the best by min_delta
+    min_delta: float = 0.0  # val Top-1 points
+    target: float | None = None  # stop once a trial reaches this val Top-1 (%)
 
 
 @dataclass(frozen=True)
@@ -262,8 +266,12 @@ def _parse_study(raw: Any) -> StudySpec:
     seed = t.number("seed", 0, low=0, high=2**31 - 1, integer=True)
     n_trials = t.number("n_trials", 20, low=1, high=1_000_000, integer=True)
     timeout = t.number("timeout", None, low=0, low_open=True)
+    patience = t.number("patience", None, low=1, high=1_000_000, integer=True)
+    min_delta = float(t.number("min_delta", 0.0, low=0, high=100))
+    target = t.number("target", None, low=0, high=100)
     t.done()
-    return StudySpec(name, seed, n_trials, None if timeout is None else float(timeout))
+    return StudySpec(name, seed, n_trials, None if timeout is None else float(timeout), patience, min_delta,
+                     None if target is None else float(target))
 
 
 def _parse_data(raw: Any) -> DataSpec:
@@ -594,13 +602,17 @@ def structural_names(spec: Spec) -> set[str]:
 
 
 def with_overrides(spec: Spec, n_trials: int | None = None, timeout: float | None = None, device: str | None = None,
-                   seed: int | None = None, pack: int | str | None = None) -> Spec:
+                   seed: int | None = None, pack: int | str | None = None, patience: int | None = None,
+                   min_delta: float | None = None, target: float | None = None) -> Spec:
     """``spec`` with command-line overrides applied (they apply to one command and are not stored in the study)."""
     study = dataclasses.replace(
         spec.study,
         n_trials=spec.study.n_trials if n_trials is None else n_trials,
         timeout=spec.study.timeout if timeout is None else timeout,
         seed=spec.study.seed if seed is None else seed,
+        patience=spec.study.patience if patience is None else patience,
+        min_delta=spec.study.min_delta if min_delta is None else min_delta,
+        target=spec.study.target if target is None else target,
     )
     train = spec.train if device is None else dataclasses.replace(spec.train, device=device)
     train = train if pack is None else dataclasses.replace(train, pack=pack)

@@ -23,7 +23,8 @@ log = logging.getLogger("hpsearch")
 SPEC_ATTR = "hpsearch.spec"
 METRIC = "val_top1"
 # Run controls that a rerun may change (--study and other options override them): not part of the comparison.
-RUN_CONTROLS = ("study.name", "study.n_trials", "study.timeout", "train.device", "train.pack")
+RUN_CONTROLS = ("study.name", "study.n_trials", "study.timeout", "study.patience", "study.min_delta", "study.target",
+                "train.device", "train.pack")
 
 
 def build_sampler(spec: Spec, offset: int = 0) -> optuna.samplers.BaseSampler:
@@ -94,6 +95,34 @@ def is_surplus(trials: list, number: int, target: int) -> bool:
     is surplus when the counted trials numbered below it (finished, running or queued) reach the target."""
     retried = retried_numbers(trials)
     return sum(1 for t in trials if t.number < number and _counts(t, retried)) >= target
+
+
+def stop_reason(trials: list, patience: int | None, min_delta: float = 0.0, target: float | None = None) -> str | None:
+    """Why the study should start no more trials, or None. Every worker computes it from the storage before each
+    trial, so all of them stop together. ``target``: a completed trial reached that val Top-1. ``patience``: the
+    last ``patience`` finished trials (in the order they finished; pruned and failed ones count) did not raise
+    the best value by at least ``min_delta`` (Optuna's users ask for this: optuna/optuna#4292)."""
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    if target is not None and complete:
+        best = max(complete, key=lambda t: t.value)
+        if best.value >= target:
+            return f"target reached: trial {best.number} has val Top-1 {best.value:.2f}% ≥ {target:g}%"
+    if patience is None:
+        return None
+    retried = retried_numbers(trials)
+    done = sorted((t for t in trials if t.state.is_finished() and _counts(t, retried) and t.datetime_complete),
+                  key=lambda t: (t.datetime_complete, t.number))
+    best, best_trial, since = None, None, 0
+    for t in done:
+        value = t.value if t.state == TrialState.COMPLETE else None
+        if value is not None and (best is None or (value > best and value - best >= min_delta)):
+            best, best_trial, since = value, t.number, 0
+        else:
+            since += 1
+    if best is not None and since >= patience:
+        return (f"plateau: the last {since} finished trials did not beat the best ({best:.2f}%, trial {best_trial}) "
+                f"by at least {min_delta:g} points (patience {patience})")
+    return None
 
 
 def versions() -> dict[str, str]:

@@ -52,6 +52,7 @@ from hpsearch.study import (
     is_surplus,
     load_study,
     open_study,
+    stop_reason,
     stored_spec,
 )
 
@@ -72,9 +73,13 @@ class WorkerOptions:
     heartbeat: Heartbeat = DEFAULT_HEARTBEAT
     keep_best: int = 3  # completed trials whose checkpoints are kept
     pack: int | str | None = None  # trials trained as one fused model (overrides train.pack)
+    patience: int | None = None  # stop rules (override study.patience, study.min_delta, study.target)
+    min_delta: float | None = None
+    target: float | None = None
 
     def apply(self, spec: Spec) -> Spec:
-        return with_overrides(spec, self.n_trials, self.timeout, self.device, pack=self.pack)
+        return with_overrides(spec, self.n_trials, self.timeout, self.device, pack=self.pack, patience=self.patience,
+                              min_delta=self.min_delta, target=self.target)
 
     def worker_args(self) -> list[str]:
         """The same options as ``hpsearch worker`` arguments (for local worker processes)."""
@@ -82,7 +87,7 @@ class WorkerOptions:
         options = {"n_trials": self.n_trials, "timeout": self.timeout, "device": self.device,
                    "data_dir": self.data_dir, "artifacts": self.artifacts, "heartbeat_interval": hb.interval,
                    "grace_period": hb.grace, "max_retry": hb.max_retry, "keep_best": self.keep_best,
-                   "pack": self.pack}
+                   "pack": self.pack, "patience": self.patience, "min_delta": self.min_delta, "target": self.target}
         out: list[str] = []
         for k, v in options.items():
             if v is not None:
@@ -141,6 +146,9 @@ def run_worker(spec: Spec, study: optuna.Study, opts: WorkerOptions, stream: Tex
                 print("timeout reached: no new trials", file=stream)
                 break
             if done >= target:
+                break
+            if reason := stop_reason(trials, spec.study.patience, spec.study.min_delta, spec.study.target):
+                print(f"study stopped: {reason}", file=stream, flush=True)
                 break
             if done + running >= target and not waiting:
                 if not heartbeat or running == 0:
