@@ -65,6 +65,7 @@ hostile = st.one_of(scalars, values, deep, st.just({}), st.just([]))
 VOCAB = sorted({*SECTIONS, "name", "seed", "n_trials", "timeout", "dataset", "root", "val_fraction", "val_size",
                 "classes", "fraction", "image_size", "channels", "num_classes", "n_images", "max_epochs",
                 "eval_every", "device", "precision", "schedule", "warmup", "eval_batch_size", "max_trial_seconds",
+                "pack", "patience", "min_delta", "target",
                 "low", "high", "log", "step", *global_params(), *list_models(),
                 *(k for o in (*SAMPLER_OPTIONS.values(), *PRUNER_OPTIONS.values()) for k in o),
                 "depth", "width", "stages", "hidden", "dropout"})
