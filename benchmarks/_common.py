@@ -1,10 +1,13 @@
-"""Helpers shared by the benchmark scripts: machine description, medians, and the JSON result file."""
+"""Helpers shared by the benchmark scripts: machine description, medians, argument parsing, and the JSON
+result file."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import time
 from pathlib import Path
@@ -32,11 +35,54 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
-def write_result(name: str, payload: dict) -> Path:
-    """Writes ``benchmarks/results/NAME.json`` (``$HPSEARCH_BENCH_RESULTS`` names another folder: the smoke
-    tests use it so that a --quick run never overwrites a full run's numbers)."""
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line with exit status 2: ``PROG: `--flag` is X, but must be Y``."""
+
+    def __init__(self, prog: str, **kwargs):
+        super().__init__(prog=prog, **kwargs)
+
+    def error(self, message: str):
+        # argparse words a bad value as "argument --flag: <the type's message>"; the types below say "is …"
+        message = re.sub(r"^argument ([^:]+): (?=is )", lambda m: f"`{m.group(1)}` ", message)
+        self.exit(2, f"{self.prog}: {message}\n")
+
+
+def csv_list(kind, allowed: tuple | None = None, what: str | None = None):
+    """An argparse type: a comma-separated list of ``kind``, each in ``allowed`` when given."""
+    what = what or (f"of {', '.join(map(str, allowed))}" if allowed else f"of {kind.__name__}s")
+
+    def parse(text: str) -> list:
+        try:
+            items = [kind(x.strip()) for x in text.split(",") if x.strip()]
+        except (ValueError, argparse.ArgumentTypeError):
+            items = []
+        if not items or (allowed is not None and any(x not in allowed for x in items)):
+            raise argparse.ArgumentTypeError(f"is {text!r}, but must be a comma-separated list {what}")
+        return items
+    return parse
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer ≥ 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"is {text!r}, but must be an integer ≥ 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"is {value}, but must be ≥ 1")
+    return value
+
+
+def results_dir() -> Path:
+    """``benchmarks/results/``, or ``$HPSEARCH_BENCH_RESULTS``: the smoke tests use it so that a --quick run
+    never overwrites a full run's numbers, and the runs quoted in RESULTS.md write to results/cpu or gpu."""
     folder = Path(os.environ.get("HPSEARCH_BENCH_RESULTS") or RESULTS)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.json"
+    return folder
+
+
+def write_result(name: str, payload: dict) -> Path:
+    """Writes ``NAME.json`` in :func:`results_dir`, with the machine's description."""
+    path = results_dir() / f"{name}.json"
     path.write_text(json.dumps({"benchmark": name, "machine": machine(), **payload}, indent=2))
     return path

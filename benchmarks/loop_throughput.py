@@ -1,49 +1,116 @@
 """Training-loop throughput: hpsearch's device-resident path versus the textbook DataLoader loop.
 
-    python benchmarks/loop_throughput.py [--quick] [--models lenet,resnet] [--shapes fmnist,cifar]
-                                         [--device cpu|cuda] [--repeats 3] [--images 20000]
+    python benchmarks/loop_throughput.py --dataset fashion-mnist,synthetic-cifar [--data-dir DIR] [--quick]
+                                         [--models lenet,resnet] [--device cpu|cuda] [--repeats 3]
+                                         [--images 20000] [--batch-size 128] [--workers 1,2]
 
-Both arms train the same model with the same batch size, optimizer, precision and augmentation family:
+``--dataset`` names the data, and a named dataset that is absent stops the run with one line (exit 1):
+nothing is swapped in. ``fashion-mnist`` is found by hpsearch's own lookup (``--data-dir``, ``$HPSEARCH_DATA``,
+Debian's ``/usr/share/datasets/fashion-mnist``, an earlier download in ``~/.cache/hpsearch``) but never
+downloaded; with ``--data-dir`` only that folder counts. ``fashion-mnist-sample`` is the embedded sample
+(4,500 real images, 4,244 for training after the 256-image validation split); ``synthetic-cifar`` is
+generated 3×32×32 data (``hpsearch.data.synthetic``, seed 0).
 
-(a) textbook: a torchvision dataset returning PIL images — ``datasets.FashionMNIST`` on Debian's files
-    (or the embedded sample) for ``fmnist``; for ``cifar``, a dataset built exactly like torchvision's
-    ``CIFAR10`` (HWC uint8 array → ``PIL.Image.fromarray``) over synthetic 3×32×32 images — with PIL
-    transforms (RandomHorizontalFlip, RandomCrop(padding=4), ToTensor, Normalize) through a ``DataLoader``
-    with worker processes (best of several worker counts, pinned memory on CUDA), batches moved to the device;
+Both arms train the same model on the same images with the same batch size, optimizer, precision, memory
+format (channels-last model and batches) and augmentation family:
+
+(a) textbook: a torchvision dataset returning PIL images — ``datasets.FashionMNIST`` over IDX files holding
+    the very images the hpsearch arm trains on; for ``synthetic-cifar`` a dataset built exactly like
+    torchvision's ``CIFAR10`` (HWC uint8 array → ``PIL.Image.fromarray``) — with PIL transforms
+    (RandomHorizontalFlip, RandomCrop(padding=4), ToTensor, Normalize) through a ``DataLoader`` with worker
+    processes (best of several worker counts, pinned memory on CUDA), batches moved to the device;
 (b) hpsearch: ``hpsearch.train.fit`` with ``aug_strength = 1`` (flip, ±12.5% translation, plus rotation,
     zoom and random erasing, i.e. more augmentation work than the textbook arm), data resident on the device.
 
-Images/s count training steps only (no evaluation) and are medians over ``--repeats`` alternating runs.
+Images/s count training steps only (no evaluation) and are medians over ``--repeats`` alternating runs,
+after an untimed warm-up of each arm (4 batches). Beside them, CPU ms per image: the CPU time of the timed
+window, the DataLoader workers' included (for (a) the workers' whole life, start-up too; for (b) the final
+evaluation of 256 images too). On a machine shared with other jobs wall-clock rates depend on the others'
+load (and favour the arm with more processes, which the scheduler serves more often); CPU time per image
+depends on it much less.
+Start-up is outside the timed window and reported beside it: for (a) creating the DataLoader's iterator
+(forking its workers) until the first batch is in; for (b) moving the data to the device. Both windows then
+include the first training step. (a)'s workers keep preparing batches while the first one is handed over,
+so its window starts with up to one batch per worker ready: a head start for the textbook arm.
 """
 
 from __future__ import annotations
 
-import argparse
-import gzip
+import itertools
 import os
-import shutil
+import resource
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import median, write_result  # noqa: E402
+from _common import OneLineParser, csv_list, median, positive_int, write_result  # noqa: E402
 
 from hpsearch.data import load_dataset  # noqa: E402
 from hpsearch.data.base import Dataset  # noqa: E402
+from hpsearch.data.idx import write_idx  # noqa: E402
 from hpsearch.data.loader import DeviceData  # noqa: E402
+from hpsearch.data.mnist import SAMPLE_DIR, load_idx_dataset  # noqa: E402
 from hpsearch.device import configure, resolve_device, resolve_precision  # noqa: E402
+from hpsearch.errors import DataError  # noqa: E402
 from hpsearch.models import create_model  # noqa: E402
 from hpsearch.spec import DataSpec  # noqa: E402
 from hpsearch.train import TrainConfig, autocast, fit, make_optimizer  # noqa: E402
 
-DEBIAN = Path("/usr/share/datasets/fashion-mnist")
+DATASETS = ("fashion-mnist", "fashion-mnist-sample", "synthetic-cifar")
 MODELS = {"lenet": {}, "vgg": {"stages": 3, "width": 16}, "resnet": {"depth": 8, "width": 16},
           "airbench": {}}
+WARMUP_BATCHES = 4  # per arm, untimed, before the repeats of each row
+VAL_SIZE = 256  # images held out by load_dataset; the hpsearch arm's one final evaluation uses them
+
+
+class Absent(Exception):
+    """A named dataset that is not on this machine: the benchmark stops instead of measuring other data."""
+
+
+@dataclass(frozen=True)
+class Data:
+    """The images one row was measured on, and where they came from."""
+
+    name: str  # as passed to --dataset
+    ds: Dataset  # train_x holds exactly the images both arms train on
+    path: str  # the folder the images were read from, or how they were made
+
+    @property
+    def label(self) -> str:
+        c, h, w = self.ds.train_x.shape[1:]
+        return f"{self.name} {self.ds.train_x.shape[0]:,}×{c}×{h}×{w} ({self.path})"
+
+
+def load_data(name: str, n_images: int, data_dir: str | None) -> Data:
+    """The first ``n_images`` training images of ``name``; Absent when a named dataset is not here."""
+    if name == "synthetic-cifar":
+        ds = load_dataset(DataSpec("synthetic", val_size=VAL_SIZE, image_size=32, channels=3, num_classes=10,
+                                   n_images=n_images + VAL_SIZE), seed=0)
+        path = "generated in memory by hpsearch.data.synthetic, seed 0"
+    elif name == "fashion-mnist-sample":
+        ds, path = load_dataset(DataSpec(name, val_size=VAL_SIZE), seed=0), str(SAMPLE_DIR)
+    else:
+        # hpsearch's own lookup, without its torchvision download: a benchmark measures the data it is given
+        try:
+            arrays, _ = load_idx_dataset(name, data_dir, download=False)
+        except DataError as e:
+            raise Absent(f"dataset {e}; or pass --dataset fashion-mnist-sample for the embedded 4,500-image "
+                         "sample") from None
+        found = Path(arrays["dir"])
+        if data_dir is not None and not found.resolve().is_relative_to(Path(data_dir).expanduser().resolve()):
+            raise Absent(f"dataset {name} not found in {data_dir} (with --data-dir only that folder counts: the "
+                         f"IDX files in it, in {name}/ or FashionMNIST/, or in their raw/; {found} was not "
+                         "used); or pass --dataset fashion-mnist-sample for the embedded 4,500-image sample")
+        ds, path = load_dataset(DataSpec(name, val_size=VAL_SIZE), seed=0, data_dir=str(found)), str(found)
+    n = min(n_images, ds.train_x.shape[0])
+    ds = Dataset(ds.train_x[:n], ds.train_y[:n], ds.val_x, ds.val_y, ds.classes, ds.hflip, ds.source)
+    return Data(name, ds, path)
 
 
 class ArrayImages(torch.utils.data.Dataset):
@@ -65,28 +132,11 @@ class ArrayImages(torch.utils.data.Dataset):
         return self.transform(img), self.y[i]
 
 
-def fashion_root(ds: Dataset, tmp: Path) -> Path:
-    """Lays out the training images as torchvision's FashionMNIST expects them (raw IDX files)."""
-    raw = tmp / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True)
-    if DEBIAN.is_dir():
-        for f in DEBIAN.glob("*.gz"):
-            with gzip.open(f) as src, open(raw / f.stem, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-    else:
-        from hpsearch.data.idx import write_idx
-
-        x = torch.cat([ds.train_x, ds.val_x])[:, 0].numpy()
-        y = torch.cat([ds.train_y, ds.val_y]).numpy()
-        for prefix in ("train", "t10k"):
-            write_idx(raw / f"{prefix}-images-idx3-ubyte", x)
-            write_idx(raw / f"{prefix}-labels-idx1-ubyte", y)
-    return tmp
-
-
-def textbook_dataset(shape: str, ds: Dataset, tmp: Path, n_images: int):
+def textbook_dataset(data: Data, tmp: Path):
+    """The textbook arm's dataset over the same images as the hpsearch arm's ``data.ds.train_x``."""
     from torchvision import datasets, transforms
 
+    ds = data.ds
     mean, std = (t.tolist() for t in ds.channel_stats())  # [0, 1] units, as Normalize after ToTensor wants
     tf = transforms.Compose([
         transforms.RandomHorizontalFlip(),
@@ -94,24 +144,33 @@ def textbook_dataset(shape: str, ds: Dataset, tmp: Path, n_images: int):
         transforms.ToTensor(),
         transforms.Normalize(mean, std),
     ])
-    if shape == "fmnist":
-        train = datasets.FashionMNIST(str(fashion_root(ds, tmp)), train=True, transform=tf, download=False)
-    else:
-        train = ArrayImages(ds.train_x, ds.train_y, tf)
-    return torch.utils.data.Subset(train, range(min(n_images, len(train))))
+    if data.name == "synthetic-cifar":
+        return ArrayImages(ds.train_x, ds.train_y, tf)
+    raw = tmp / "FashionMNIST" / "raw"  # torchvision's layout; it wants the test files to exist as well
+    raw.mkdir(parents=True)
+    for prefix in ("train", "t10k"):
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", ds.train_x[:, 0].numpy())
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", ds.train_y.numpy().astype("uint8"))
+    return datasets.FashionMNIST(str(tmp), train=True, transform=tf, download=False)
 
 
-def textbook(model: nn.Module, subset, cfg: TrainConfig, device: torch.device, workers: int) -> float:
-    loader = torch.utils.data.DataLoader(subset, batch_size=cfg.batch_size, shuffle=True, num_workers=workers,
+def textbook(model: nn.Module, dataset, cfg: TrainConfig, device: torch.device, workers: int) -> dict:
+    """One epoch of the DataLoader loop: img/s from the first batch on, and the workers' start-up (s)."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, num_workers=workers,
                                          drop_last=True, pin_memory=device.type == "cuda")
-    model = model.to(device)
+    model = model.to(device, memory_format=torch.channels_last)
     opt = make_optimizer(model, cfg)
     loss_fn = nn.CrossEntropyLoss()
     model.train()
+    t_start = time.perf_counter()
+    batches = iter(loader)  # starts the worker processes
+    first = next(batches)
+    startup = time.perf_counter() - t_start
     seen = 0
-    t0 = time.perf_counter()
-    for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    for x, y in itertools.chain([first], batches):
+        x = x.to(device, memory_format=torch.channels_last, non_blocking=True)  # (B, C, H, W) float
+        y = y.to(device, non_blocking=True)
         with autocast(device, cfg.precision):
             loss = loss_fn(model(x), y)
         opt.zero_grad(set_to_none=True)
@@ -120,43 +179,92 @@ def textbook(model: nn.Module, subset, cfg: TrainConfig, device: torch.device, w
         seen += x.shape[0]
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return seen / (time.perf_counter() - t0)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    children = _children_cpu_s()
+    del batches  # joins the workers, so that their CPU time is counted as this process's children's
+    return {"workers": workers, "img_s": seen / wall, "startup_s": startup,
+            "cpu_ms_per_img": 1000 * (cpu + _children_cpu_s() - children) / seen}
 
 
-def hpsearch_path(model: nn.Module, ds: Dataset, cfg: TrainConfig, device: torch.device, n_images: int) -> float:
-    sub = Dataset(ds.train_x[:n_images], ds.train_y[:n_images], ds.val_x[:256], ds.val_y[:256], ds.classes,
-                  True, ds.source)
-    data = DeviceData(sub, device, channels_last=True)
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # terminated, reaped children: the workers
+    return usage.ru_utime + usage.ru_stime
+
+
+def hpsearch_path(model: nn.Module, data: Data, cfg: TrainConfig, device: torch.device) -> dict:
+    """One epoch of ``fit``: its own img/s (training steps only), and the time to put the data on the device."""
+    t_start = time.perf_counter()
+    resident = DeviceData(data.ds, device, channels_last=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    startup = time.perf_counter() - t_start
     model = model.to(device, memory_format=torch.channels_last)
-    return fit(model, data, cfg).images_per_s
+    cpu0 = time.process_time()
+    result = fit(model, resident, cfg)
+    images = resident.n_train * cfg.max_epochs
+    return {"img_s": result.images_per_s, "startup_s": startup,
+            "cpu_ms_per_img": 1000 * (time.process_time() - cpu0) / images}
 
 
-def load_shape(shape: str, n_images: int) -> Dataset:
-    if shape == "fmnist":
-        name = "fashion-mnist" if DEBIAN.is_dir() else "fashion-mnist-sample"
-        return load_dataset(DataSpec(name, val_size=1000), seed=0)
-    return load_dataset(DataSpec("synthetic", val_size=256, image_size=32, channels=3, num_classes=10,
-                                 n_images=n_images + 256), seed=0)
+def measure(data: Data, arch: str, dataset, cfg: TrainConfig, device: torch.device, workers: list[int],
+            repeats: int) -> dict:
+    def make() -> nn.Module:
+        torch.manual_seed(0)
+        return create_model(arch, 10, data.ds.in_channels, data.ds.image_size, **MODELS[arch])
+
+    load_before = os.getloadavg()[0]  # the machine is shared: say how busy it was
+    # untimed warm-up of both arms (kernel selection, oneDNN/cuDNN plans, allocator), so each repeat is warm
+    few = Data(data.name, Dataset(data.ds.train_x[:WARMUP_BATCHES * cfg.batch_size],
+                                  data.ds.train_y[:WARMUP_BATCHES * cfg.batch_size], data.ds.val_x, data.ds.val_y,
+                                  data.ds.classes, data.ds.hflip, data.ds.source), data.path)
+    textbook(make(), torch.utils.data.Subset(dataset, range(WARMUP_BATCHES * cfg.batch_size)), cfg, device,
+             workers[0])
+    hpsearch_path(make(), few, cfg, device)
+    tb_runs, hp_runs = [], []
+    for _ in range(repeats):  # alternating, so that a noisy spell on the machine hits both arms
+        tb_runs.append([textbook(make(), dataset, cfg, device, w) for w in workers])
+        hp_runs.append(hpsearch_path(make(), data, cfg, device))
+    best = [max(runs, key=lambda r: r["img_s"]) for runs in tb_runs]  # the best worker count of each repeat
+    tb, hp = median([r["img_s"] for r in best]), median([r["img_s"] for r in hp_runs])
+    return {"dataset": data.name, "images": data.ds.train_x.shape[0], "image_shape": list(data.ds.train_x.shape[1:]),
+            "source_path": data.path, "source": data.ds.source, "model": arch, "params": MODELS[arch],
+            "batch_size": cfg.batch_size, "repeats": repeats, "device": str(device), "precision": cfg.precision,
+            "textbook_workers": workers, "textbook_img_s": tb, "hpsearch_img_s": hp, "ratio": hp / tb,
+            "textbook_startup_s": median([r["startup_s"] for r in best]),
+            "hpsearch_startup_s": median([r["startup_s"] for r in hp_runs]),
+            "textbook_cpu_ms_per_img": median([r["cpu_ms_per_img"] for r in best]),
+            "hpsearch_cpu_ms_per_img": median([r["cpu_ms_per_img"] for r in hp_runs]),
+            "loadavg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+            "textbook_runs": tb_runs, "hpsearch_runs": hp_runs}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser("loop_throughput", description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", type=csv_list(str, DATASETS), default=None,
+                    help=f"comma-separated, of {', '.join(DATASETS)} (default fashion-mnist,synthetic-cifar)")
+    ap.add_argument("--data-dir", default=None, help="the only folder to take fashion-mnist from")
     ap.add_argument("--quick", action="store_true", help="few images, one repeat: a smoke run")
-    ap.add_argument("--models", default="lenet,resnet")
-    ap.add_argument("--shapes", default="fmnist,cifar", help="fmnist (1×28×28) and/or cifar (3×32×32)")
+    ap.add_argument("--models", type=csv_list(str, tuple(MODELS)), default=["lenet", "resnet"])
     ap.add_argument("--device", default="cpu", help="cpu | cuda | auto")
-    ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--images", type=int, default=20000)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--workers", default=None, help="DataLoader worker counts to try (default: 1,2 on CPU; "
-                                                    "4,8 up to the core count on CUDA)")
+    ap.add_argument("--batch-size", type=positive_int, default=128)
+    ap.add_argument("--images", type=positive_int, default=20000)
+    ap.add_argument("--repeats", type=positive_int, default=3)
+    ap.add_argument("--workers", type=csv_list(int), default=None,
+                    help="DataLoader worker counts to try (default: 1,2 on CPU; 4,8 up to the core count on CUDA)")
     args = ap.parse_args()
+    datasets = args.dataset or ["fashion-mnist", "synthetic-cifar"]
     n_images, repeats = (1024, 1) if args.quick else (args.images, args.repeats)
+    if n_images < 2 * args.batch_size:
+        ap.error(f"`--images` is {n_images}, but must be ≥ 2 × --batch-size ({2 * args.batch_size})")
+    try:  # every named dataset is looked up before anything is measured
+        data = [load_data(name, n_images, args.data_dir) for name in datasets]
+    except Absent as e:
+        sys.exit(f"loop_throughput: {e}")
     device = resolve_device(args.device)
     configure(device)
     precision = resolve_precision("auto", device)
     if args.workers:
-        workers = [int(w) for w in args.workers.split(",")]
+        workers = args.workers
     elif args.quick:
         workers = [1]
     elif device.type == "cuda":
@@ -166,31 +274,25 @@ def main() -> None:
     cfg = TrainConfig(lr=0.02, batch_size=args.batch_size, weight_decay=5e-4, optimizer="sgd", label_smoothing=0.0,
                       aug_strength=1.0, max_epochs=1, eval_every=1.0, warmup=0.0, precision=precision)
     rows = []
-    for shape in args.shapes.split(","):
-        ds = load_shape(shape, n_images)
+    for d in data:
+        print(f"data: {d.label}: {d.ds.source}", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
-            subset = textbook_dataset(shape, ds, Path(tmp), n_images)
-            for arch in args.models.split(","):
-                def make(arch=arch, ds=ds) -> nn.Module:
-                    return create_model(arch, 10, ds.in_channels, ds.image_size, **MODELS[arch])
-
-                tb, hp = [], []
-                for _ in range(repeats):
-                    torch.manual_seed(0)
-                    tb.append(max(textbook(make(), subset, cfg, device, w) for w in workers))
-                    torch.manual_seed(0)
-                    hp.append(hpsearch_path(make(), ds, cfg, device, n_images))
-                row = {"model": arch, "shape": shape, "params": MODELS[arch], "batch_size": args.batch_size,
-                       "images": min(n_images, ds.train_x.shape[0]), "repeats": repeats, "device": str(device),
-                       "precision": precision, "textbook_workers": workers, "dataset": ds.source,
-                       "textbook_img_s": median(tb), "hpsearch_img_s": median(hp), "ratio": median(hp) / median(tb),
-                       "textbook_runs": tb, "hpsearch_runs": hp}
+            dataset = textbook_dataset(d, Path(tmp))
+            for arch in args.models:
+                row = measure(d, arch, dataset, cfg, device, workers, repeats)
                 rows.append(row)
-                print(f"{shape:7s} {arch:8s} textbook {row['textbook_img_s']:9,.0f} img/s   hpsearch "
-                      f"{row['hpsearch_img_s']:9,.0f} img/s   ratio {row['ratio']:.2f}x", flush=True)
+                print(f"{d.label}  {arch:7s} textbook {row['textbook_img_s']:8,.0f} img/s (start-up "
+                      f"{row['textbook_startup_s']:.2f} s)  hpsearch {row['hpsearch_img_s']:8,.0f} img/s "
+                      f"(start-up {row['hpsearch_startup_s']:.2f} s)  ratio {row['ratio']:.2f}x  CPU ms/img "
+                      f"{row['textbook_cpu_ms_per_img']:.2f} vs {row['hpsearch_cpu_ms_per_img']:.2f}  (load "
+                      f"{row['loadavg_1min'][0]:.1f}→{row['loadavg_1min'][1]:.1f})", flush=True)
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
     name = "loop_throughput" if device.type == "cpu" else f"loop_throughput_{device.type}"
-    path = write_result(name, {"quick": args.quick, "device": str(device), "peak_gpu_mem_mib": peak, "rows": rows})
+    path = write_result(name, {"quick": args.quick, "device": str(device), "peak_gpu_mem_mib": peak,
+                               "command": " ".join(["python", "benchmarks/loop_throughput.py", *sys.argv[1:]]),
+                               "timing": "training steps only, after 4 untimed warm-up batches per arm and row; start-up (DataLoader iterator to first batch / "
+                                         "data to device) outside the window, reported as *_startup_s",
+                               "rows": rows})
     print(f"wrote {path}")
 
 
