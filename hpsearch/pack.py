@@ -86,19 +86,42 @@ def check_members(cfgs: Sequence[TrainConfig]) -> None:
 
 
 class StackedModel:
-    """K models of one architecture as stacked parameters (leaf tensors, (K, ...)) and buffers."""
+    """K models of one architecture as one flat (K, P) parameter tensor and stacked buffers.
+
+    Each parameter is a (K, ...) view of its columns of ``flat``, so autograd leaves one (K, P) gradient and the
+    optimizer updates every parameter of every member in a handful of whole-tensor operations (the flat-parameter
+    layout of FSDP): fewer, larger kernels are what a launch-bound GPU needs."""
 
     def __init__(self, models: Sequence[nn.Module]):
         self.base = copy.deepcopy(models[0]).to("meta")  # the architecture only; its tensors come from the stacks
-        self.params, self.buffers = stack_module_state(list(models))
-        self.decay = {n: p.ndim > 2 for n, p in self.params.items()}  # member tensors of > 1 dim (make_optimizer)
-        self.members = list(range(len(models)))  # the member index of each row (fit_pack keeps it current)
+        params, self.buffers = stack_module_state(list(models))
+        self.shapes = {n: p.shape[1:] for n, p in params.items()}  # one member's shape
+        self.columns: dict[str, tuple[int, int]] = {}
+        start = 0
+        for n, p in params.items():
+            self.columns[n] = (start, start + p[0].numel())
+            start += p[0].numel()
+        k = len(models)
+        self.flat = torch.cat([p.detach().reshape(k, -1) for p in params.values()], dim=1).requires_grad_(True)
+        self.members = list(range(k))  # the member index of each row (fit_pack keeps it current)
         # hook(model, x, out) -> out | None, called on each training forward's (K, B, classes) output
         self.output_hooks: list[Callable[[StackedModel, torch.Tensor, torch.Tensor], torch.Tensor | None]] = []
 
     @property
     def size(self) -> int:
-        return next(iter(self.params.values())).shape[0]
+        return self.flat.shape[0]
+
+    def view(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``flat`` (K, P) (the parameters, or an optimizer state laid out like them) as (K, ...) per parameter."""
+        # one split, not a slice per parameter: split's backward is one cat of the gradients, where slicing would
+        # allocate and fill a (K, P) gradient per parameter
+        sizes = [b - a for a, b in self.columns.values()]
+        return {n: part.view(-1, *self.shapes[n]) for n, part in zip(self.columns, flat.split(sizes, dim=1),
+                                                                        strict=True)}
+
+    @property
+    def params(self) -> dict[str, torch.Tensor]:
+        return self.view(self.flat)
 
     def _forward(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
         return functional_call(self.base, (params, buffers), (x,))
@@ -120,7 +143,7 @@ class StackedModel:
 
     def keep(self, rows: torch.Tensor) -> None:
         """Keeps only the members at ``rows`` (positions in the stack)."""
-        self.params = {n: p.detach()[rows].clone().requires_grad_(True) for n, p in self.params.items()}
+        self.flat = self.flat.detach()[rows].clone().requires_grad_(True)
         self.buffers = {n: b[rows].clone() for n, b in self.buffers.items()}
 
     def member_state_dict(self, i: int) -> dict[str, torch.Tensor]:
@@ -129,62 +152,56 @@ class StackedModel:
 
 
 class StackedOptimizer:
-    """SGD (Nesterov, momentum 0.9) or AdamW over stacked parameters, with a learning rate and weight decay per
-    member: torch.optim takes one learning rate per tensor, and a stacked tensor holds K members. The update is
+    """SGD (Nesterov, momentum 0.9) or AdamW over a pack's flat parameters, with a learning rate and weight decay
+    per member (torch.optim takes one learning rate per tensor; the flat tensor holds K members). The update is
     torch's single-tensor formula term for term; no weight decay on 1-D member tensors (BatchNorm, biases)."""
 
     def __init__(self, model: StackedModel, kind: str, lrs: Sequence[float], weight_decays: Sequence[float]):
-        device = next(iter(model.params.values())).device
+        device = model.flat.device
         self.model, self.kind = model, kind
-        self.lr = torch.tensor(lrs, device=device, dtype=torch.float32)  # (K,) peak learning rates
-        self.wd = torch.tensor(weight_decays, device=device, dtype=torch.float32)  # (K,)
-        self.state: dict[str, dict[str, torch.Tensor]] = {n: {} for n in model.params}
+        self.lr = torch.tensor(lrs, device=device, dtype=torch.float32)[:, None]  # (K, 1) peak learning rates
+        decays = torch.zeros(model.flat.shape[1], device=device)  # (P,) 1 where make_optimizer decays
+        for n, (a, b) in model.columns.items():
+            if len(model.shapes[n]) > 1:
+                decays[a:b] = 1.0
+        self.wd = torch.tensor(weight_decays, device=device, dtype=torch.float32)[:, None] * decays  # (K, P)
+        self.decayed = bool(decays.any()) and bool(self.wd.any())
+        self.state: dict[str, torch.Tensor] = {}  # "momentum_buffer" or "exp_avg", "exp_avg_sq": (K, P)
         self.steps = 0
 
     def zero_grad(self) -> None:
-        for p in self.model.params.values():
-            p.grad = None
+        self.model.flat.grad = None
 
     @torch.no_grad()
     def step(self, factor: float) -> None:
         """One update at learning rate ``factor`` × each member's peak (the schedule's multiplier)."""
         self.steps += 1
-        for name, p in self.model.params.items():
-            if p.grad is None:
-                continue
-            shape = (-1,) + (1,) * (p.ndim - 1)
-            lr = (self.lr * factor).view(shape)
-            wd = self.wd.view(shape) if self.model.decay[name] else None
-            if self.kind == "adamw":
-                self._adamw(p, p.grad, self.state[name], lr, wd)
-            else:
-                self._sgd(p, p.grad, self.state[name], lr, wd)
-
-    def _sgd(self, p, grad, state, lr, wd) -> None:
-        if wd is not None:
-            grad = grad + wd * p
-        buf = state.get("momentum_buffer")
+        p, grad = self.model.flat, self.model.flat.grad
+        lr = self.lr * factor
+        if self.kind == "adamw":
+            if not self.state:
+                self.state = {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
+            if self.decayed:
+                p.mul_(1 - lr * self.wd)
+            m, v = self.state["exp_avg"], self.state["exp_avg_sq"]
+            m.lerp_(grad, 1 - BETAS[0])
+            v.mul_(BETAS[1]).addcmul_(grad, grad, value=1 - BETAS[1])
+            step_size = lr / (1 - BETAS[0] ** self.steps)
+            denom = (v.sqrt() / math.sqrt(1 - BETAS[1] ** self.steps)).add_(EPS)
+            p.sub_(step_size * (m / denom))
+            return
+        if self.decayed:
+            grad = grad + self.wd * p
+        buf = self.state.get("momentum_buffer")
         if buf is None:
-            buf = state["momentum_buffer"] = grad.clone()
+            buf = self.state["momentum_buffer"] = grad.clone()
         else:
             buf.mul_(MOMENTUM).add_(grad)
         p.sub_(lr * grad.add(buf, alpha=MOMENTUM))
 
-    def _adamw(self, p, grad, state, lr, wd) -> None:
-        if not state:
-            state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
-        if wd is not None:
-            p.mul_(1 - lr * wd)
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        m.lerp_(grad, 1 - BETAS[0])
-        v.mul_(BETAS[1]).addcmul_(grad, grad, value=1 - BETAS[1])
-        step_size = lr / (1 - BETAS[0] ** self.steps)
-        denom = (v.sqrt() / math.sqrt(1 - BETAS[1] ** self.steps)).add_(EPS)
-        p.sub_(step_size * (m / denom))
-
     def keep(self, rows: torch.Tensor) -> None:
         self.lr, self.wd = self.lr[rows], self.wd[rows]
-        self.state = {n: {k: t[rows].clone() for k, t in s.items()} for n, s in self.state.items()}
+        self.state = {k: t[rows].clone() for k, t in self.state.items()}
 
     # -- the solo format: torch.optim's state_dict of make_optimizer's groups, and LambdaLR's ----------------
 
@@ -194,15 +211,15 @@ class StackedOptimizer:
         opt = make_optimizer(model, cfg)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total_steps, cfg.schedule, cfg.warmup))
         names = {id(p): n for n, p in model.named_parameters()}
+        state = {key: self.model.view(t) for key, t in self.state.items()}  # key → name → (K, ...)
         for group in opt.param_groups:
             for p in group["params"]:
-                st = self.state[names[id(p)]]
-                if self.kind == "adamw" and st:
-                    opt.state[p] = {"step": torch.tensor(float(self.steps)),
-                                    "exp_avg": st["exp_avg"][i].detach().cpu().clone(),
-                                    "exp_avg_sq": st["exp_avg_sq"][i].detach().cpu().clone()}
-                elif st:
-                    opt.state[p] = {"momentum_buffer": st["momentum_buffer"][i].detach().cpu().clone()}
+                name = names[id(p)]
+                rows = {key: per_name[name][i].detach().cpu().clone() for key, per_name in state.items()}
+                if self.kind == "adamw" and rows:
+                    opt.state[p] = {"step": torch.tensor(float(self.steps)), **rows}
+                elif rows:
+                    opt.state[p] = rows
         # the scheduler as `steps` calls of scheduler.step() leave it (they also set each group's lr)
         factor = lr_factor(self.steps, total_steps, cfg.schedule, cfg.warmup)
         for group in opt.param_groups:
@@ -212,19 +229,18 @@ class StackedOptimizer:
         return opt.state_dict(), sched.state_dict()
 
     def load_member(self, i: int, model: nn.Module, cfg: TrainConfig, optimizer_state: dict) -> None:
-        """Puts a solo optimizer state dict (``fit``'s checkpoint) into member ``i``'s rows."""
+        """Puts a solo optimizer state dict (``fit``'s checkpoint) into member ``i``'s row."""
         opt = make_optimizer(model, cfg)
         opt.load_state_dict(optimizer_state)
         names = {id(p): n for n, p in model.named_parameters()}
         for p, st in opt.state.items():
-            name = names[id(p)]
             for key, value in st.items():
                 if key == "step":
                     self.steps = int(value)
                     continue
-                rows = self.state[name].setdefault(key, torch.zeros_like(self.model.params[name]))
+                flat = self.state.setdefault(key, torch.zeros_like(self.model.flat.detach()))
                 with torch.no_grad():
-                    rows[i].copy_(value)
+                    self.model.view(flat)[names[id(p)]][i].copy_(value)
 
 
 # ---- training -----------------------------------------------------------------------------------------------
