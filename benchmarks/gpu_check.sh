@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# GPU check (issue 6, item 6): on a CUDA machine, within about 8 minutes, prints
+# GPU check (issue 6, item 6; issue 12): on a CUDA machine, within about 8 minutes plus up to 5 for step 6, prints
 #   1. training-loop throughput on the GPU, hpsearch vs the textbook DataLoader loop (benchmarks/loop_throughput.py)
 #   2. the airbench-style network: time to 94% val Top-1 on CIFAR-10 when --data-dir/$CIFAR_DIR holds
 #      cifar-10-batches-py/, else throughput on synthetic CIFAR-shaped data (benchmarks/gpu_airbench.py)
 #   3. a 16-trial Fashion-MNIST study (studies/fashion_mnist.toml): wall time and best val Top-1
 #   4. peak GPU memory (nvidia-smi, sampled every 0.5 s, plus PyTorch's allocator peaks)
 #   5. the GPU tests (tests/test_gpu.py: training on CUDA, a real CUDA OOM trial followed by a good one)
+#   6. trial packs on the GPU: a pack of K against K solo trials, img/s and kernel launches per step
+#      (benchmarks/pack_throughput.py; lenet, vgg, resnet, airbench at K = 1, 2, 4, 8, 16)
 # Usage: bash benchmarks/gpu_check.sh [RESULTS_DIR]   (FASHION_DIR / CIFAR_DIR: where the datasets lie)
 # Installs nothing beyond the project's own install; offline machines may carry wheels in .whl/.
 set -uo pipefail
@@ -56,6 +58,10 @@ tail -25 "$RES/fashion_mnist_study.log"
 echo "study exit $rc, wall $(( (t1 - t0) / 1000000 )) ms"
 $PY -m hpsearch.cli best --storage "sqlite:///$work/fm.db" --study fashion_mnist || true
 $PY -m hpsearch.cli export --storage "sqlite:///$work/fm.db" --study fashion_mnist -o "$RES/fashion_mnist_trials.json" || true
+
+step "6. trial packs on the GPU"
+timeout 300 $PY benchmarks/pack_throughput.py --device cuda --repeats 3 || echo "pack throughput: failed or timed out"
+cp benchmarks/results/pack_throughput_cuda.json "$RES/" 2>/dev/null
 
 step "5. GPU tests"
 timeout 150 $PY -m pytest tests/test_gpu.py -m gpu -q -p no:cacheprovider 2>&1 | tail -15
