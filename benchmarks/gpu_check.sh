@@ -38,8 +38,9 @@ nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 500 > "$RE
 smi=$!
 
 step "1. loop throughput on the GPU"
-timeout 170 $PY benchmarks/loop_throughput.py --device cuda --batch-size 512 --images 25000 --repeats 3 \
-  --workers 8 || echo "loop throughput: failed or timed out"
+timeout 170 $PY benchmarks/loop_throughput.py --device cuda --dataset fashion-mnist,synthetic-cifar \
+  ${FASHION_DIR:+--data-dir "$FASHION_DIR"} --batch-size 512 --images 25000 --repeats 3 --workers 8 \
+  > "$RES/loop_throughput.log" 2>&1 || echo "loop throughput: failed or timed out"; tail -8 "$RES/loop_throughput.log"
 cp benchmarks/results/loop_throughput_cuda.json "$RES/" 2>/dev/null
 
 step "2. airbench / CIFAR-10"
