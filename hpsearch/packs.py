@@ -31,13 +31,14 @@ from hpsearch import faults
 from hpsearch import optuna_internals as internals
 from hpsearch.data.loader import batches_per_epoch
 from hpsearch.errors import first_line
+from hpsearch.models._registry import TV_PREFIX
 from hpsearch.objective import Interrupted, Objective, TrialRun, release_memory
 from hpsearch.pack import PackOutOfMemory, fit_pack
 from hpsearch.progress import fmt_params
 from hpsearch.space import suggest
 from hpsearch.spec import Spec, structural_names
 from hpsearch.study import is_surplus
-from hpsearch.train import FitResult
+from hpsearch.train import FitResult, fit
 
 log = logging.getLogger("hpsearch")
 AUTO_MAX = 16  # the largest pack "auto" picks on a GPU
@@ -136,7 +137,30 @@ def run_pack(study: optuna.Study, objective: Objective, trials: list[optuna.Tria
     for run in runs:
         groups.setdefault(_key(spec, run), []).append(run)
     for group in groups.values():
-        _train_group(study, objective, group, progress)
+        arch = group[0].values["arch"]
+        if len(group) > 1 and arch.startswith(TV_PREFIX):
+            # torchvision's models are not all made of layers vmap can batch (in-place views, custom autograd):
+            # their members train one after another instead, each still a full trial of this pack
+            log.warning("trial pack %s: %s is not fused; its %d members train one after another", pack_id, arch,
+                        len(group))
+            for run in group:
+                _train_solo(study, objective, run, progress)
+        else:
+            _train_group(study, objective, group, progress)
+
+
+def _train_solo(study: optuna.Study, objective: Objective, run: TrialRun, progress) -> None:
+    """One member trained alone by ``fit``, with its own heartbeat, as ``Objective.__call__`` would train it."""
+    objective.build(run)
+    try:
+        with heartbeats(study, [run.trial]):
+            result = fit(run.model, run.data, run.cfg, run.hooks)
+    except (Exception, Interrupted) as e:
+        _finish(study, objective, run, e, progress)
+        if isinstance(e, Interrupted):
+            raise
+        return
+    _finish(study, objective, run, result, progress)
 
 
 def _train_group(study: optuna.Study, objective: Objective, runs: list[TrialRun], progress,

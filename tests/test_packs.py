@@ -72,3 +72,15 @@ def test_out_of_memory_halves_the_pack_and_every_member_still_finishes(tmp_path)
     assert all(t.user_attrs["pack_halved_from"] == 4 for t in trials)
     assert all(len(t.intermediate_values) == 4 for t in trials)
     assert "a pack of 4 ran out of memory" in r.stderr and "going on as packs of 2 and 2" in r.stderr
+
+
+def test_a_torchvision_model_is_not_fused_and_its_members_train_one_after_another(tmp_path):
+    spec = write_study(tmp_path / "tv.toml", name="tv", n_trials=2, train={"pack": 2},
+                       data={"n_images": 120, "image_size": 32}, space={"arch": "tv:resnet18"})
+    url = f"sqlite:///{tmp_path / 'tv.db'}"
+    r = run_cli("run", str(spec), "--storage", url, "--artifacts", str(tmp_path / "art"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    trials = optuna.load_study(study_name="tv", storage=url).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    assert {t.user_attrs["pack_id"] for t in trials} == {trials[0].user_attrs["pack_id"]}
+    assert "tv:resnet18 is not fused; its 2 members train one after another" in r.stderr
