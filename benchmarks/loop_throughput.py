@@ -42,75 +42,32 @@ import resource
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _data  # noqa: E402
 from _common import OneLineParser, csv_list, median, positive_int, write_result  # noqa: E402
+from _data import Absent, Data  # noqa: E402
 
-from hpsearch.data import load_dataset  # noqa: E402
 from hpsearch.data.base import Dataset  # noqa: E402
 from hpsearch.data.idx import write_idx  # noqa: E402
 from hpsearch.data.loader import DeviceData  # noqa: E402
-from hpsearch.data.mnist import SAMPLE_DIR, load_idx_dataset  # noqa: E402
 from hpsearch.device import configure, resolve_device, resolve_precision  # noqa: E402
-from hpsearch.errors import DataError  # noqa: E402
 from hpsearch.models import create_model  # noqa: E402
-from hpsearch.spec import DataSpec  # noqa: E402
 from hpsearch.train import TrainConfig, autocast, fit, make_optimizer  # noqa: E402
 
 DATASETS = ("fashion-mnist", "fashion-mnist-sample", "synthetic-cifar")
 MODELS = {"lenet": {}, "vgg": {"stages": 3, "width": 16}, "resnet": {"depth": 8, "width": 16},
           "airbench": {}}
 WARMUP_BATCHES = 4  # per arm, untimed, before the repeats of each row
-VAL_SIZE = 256  # images held out by load_dataset; the hpsearch arm's one final evaluation uses them
-
-
-class Absent(Exception):
-    """A named dataset that is not on this machine: the benchmark stops instead of measuring other data."""
-
-
-@dataclass(frozen=True)
-class Data:
-    """The images one row was measured on, and where they came from."""
-
-    name: str  # as passed to --dataset
-    ds: Dataset  # train_x holds exactly the images both arms train on
-    path: str  # the folder the images were read from, or how they were made
-
-    @property
-    def label(self) -> str:
-        c, h, w = self.ds.train_x.shape[1:]
-        return f"{self.name} {self.ds.train_x.shape[0]:,}×{c}×{h}×{w} ({self.path})"
 
 
 def load_data(name: str, n_images: int, data_dir: str | None) -> Data:
-    """The first ``n_images`` training images of ``name``; Absent when a named dataset is not here."""
-    if name == "synthetic-cifar":
-        ds = load_dataset(DataSpec("synthetic", val_size=VAL_SIZE, image_size=32, channels=3, num_classes=10,
-                                   n_images=n_images + VAL_SIZE), seed=0)
-        path = "generated in memory by hpsearch.data.synthetic, seed 0"
-    elif name == "fashion-mnist-sample":
-        ds, path = load_dataset(DataSpec(name, val_size=VAL_SIZE), seed=0), str(SAMPLE_DIR)
-    else:
-        # hpsearch's own lookup, without its torchvision download: a benchmark measures the data it is given
-        try:
-            arrays, _ = load_idx_dataset(name, data_dir, download=False)
-        except DataError as e:
-            raise Absent(f"dataset {e}; or pass --dataset fashion-mnist-sample for the embedded 4,500-image "
-                         "sample") from None
-        found = Path(arrays["dir"])
-        if data_dir is not None and not found.resolve().is_relative_to(Path(data_dir).expanduser().resolve()):
-            raise Absent(f"dataset {name} not found in {data_dir} (with --data-dir only that folder counts: the "
-                         f"IDX files in it, in {name}/ or FashionMNIST/, or in their raw/; {found} was not "
-                         "used); or pass --dataset fashion-mnist-sample for the embedded 4,500-image sample")
-        ds, path = load_dataset(DataSpec(name, val_size=VAL_SIZE), seed=0, data_dir=str(found)), str(found)
-    n = min(n_images, ds.train_x.shape[0])
-    ds = Dataset(ds.train_x[:n], ds.train_y[:n], ds.val_x, ds.val_y, ds.classes, ds.hflip, ds.source)
-    return Data(name, ds, path)
+    return _data.load_data(name, n_images, data_dir, "--dataset fashion-mnist-sample for the embedded 4,500-image "
+                           "sample")
 
 
 class ArrayImages(torch.utils.data.Dataset):

@@ -60,79 +60,36 @@ import time
 
 os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # the profiler's start/stop chatter (read when torch loads it)
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _data  # noqa: E402
 from _common import OneLineParser, csv_list, median, positive_int, write_result  # noqa: E402
+from _data import SYNTHETIC, VAL_SIZE, Absent, Data  # noqa: E402
 
 from hpsearch.build import build_model, device_data  # noqa: E402
-from hpsearch.data import load_dataset  # noqa: E402
-from hpsearch.data.base import Dataset  # noqa: E402
-from hpsearch.data.cifar import load_cifar  # noqa: E402
 from hpsearch.data.loader import DeviceData  # noqa: E402
-from hpsearch.data.mnist import load_idx_dataset  # noqa: E402
 from hpsearch.device import configure, resolve_device, resolve_precision  # noqa: E402
-from hpsearch.errors import DataError, SpecError, first_line  # noqa: E402
+from hpsearch.errors import SpecError, first_line  # noqa: E402
 from hpsearch.pack import fit_pack  # noqa: E402
-from hpsearch.spec import DataSpec  # noqa: E402
 from hpsearch.train import PROGRESS_EVERY, Diverged, FitResult, TimeLimit, TrainConfig, fit  # noqa: E402
 
-SYNTHETIC = {"synthetic-fmnist": (1, 28), "synthetic-cifar": (3, 32)}  # name → (channels, side in px)
 DATASETS = (*SYNTHETIC, "fashion-mnist", "cifar10")
 MODELS = {"lenet": {}, "vgg": {"stages": 3, "width": 16}, "resnet": {"depth": 8, "width": 16},
           "airbench": {"width": 1.0}}
 MAX_K = 16  # members of the fixed configuration list
-VAL_SIZE = 256  # images held out for the one evaluation after each fit (outside every timed window)
 PROFILED_STEPS = 10  # steady-state steps inside the profiler, from the 10th step's callback to the 20th's
-
-
-class Absent(Exception):
-    """A named dataset that is not on this machine: the benchmark stops instead of measuring other data."""
 
 
 class StoppedEarly(Exception):
     """A member left its pack or a solo run stopped (diverged, say): what was timed is not the K members."""
 
 
-@dataclass(frozen=True)
-class Data:
-    """The images one row was measured on, and where they came from."""
-
-    name: str  # as passed to --dataset
-    ds: Dataset  # train_x holds exactly the images every fit trains on
-    path: str  # the folder the images were read from, or how they were made
-
-    @property
-    def label(self) -> str:
-        c, h, w = self.ds.train_x.shape[1:]
-        return f"{self.name} {self.ds.train_x.shape[0]:,}×{c}×{h}×{w} ({self.path})"
-
-
 def load_data(name: str, n_images: int, data_dir: str | None) -> Data:
-    """The first ``n_images`` training images of ``name``; Absent when a named dataset is not here."""
-    if name in SYNTHETIC:
-        channels, side = SYNTHETIC[name]
-        ds = load_dataset(DataSpec("synthetic", val_size=VAL_SIZE, image_size=side, channels=channels,
-                                   num_classes=10, n_images=n_images + VAL_SIZE), seed=0)
-        path = "generated in memory by hpsearch.data.synthetic, seed 0"
-    else:
-        # hpsearch's own lookup, without its torchvision download: a benchmark measures the data it is given
-        try:
-            arrays, _ = (load_cifar if name == "cifar10" else load_idx_dataset)(name, data_dir, download=False)
-        except DataError as e:
-            raise Absent(f"dataset {e}; or pass --dataset synthetic-fmnist or synthetic-cifar") from None
-        path = str(arrays["dir"])
-        if data_dir is not None and not Path(path).resolve().is_relative_to(Path(data_dir).expanduser().resolve()):
-            raise Absent(f"dataset {name} not found in {data_dir} (with --data-dir only that folder counts; {path} "
-                         "was not used); or pass --dataset synthetic-fmnist or synthetic-cifar")
-        ds = load_dataset(DataSpec(name, val_size=VAL_SIZE), seed=0, data_dir=path)
-    n = min(n_images, ds.train_x.shape[0])
-    ds = Dataset(ds.train_x[:n], ds.train_y[:n], ds.val_x, ds.val_y, ds.classes, ds.hflip, ds.source)
-    return Data(name, ds, path)
+    return _data.load_data(name, n_images, data_dir, "--dataset synthetic-fmnist or synthetic-cifar")
 
 
 def member_configs(k: int, batch_size: int, precision: str) -> list[TrainConfig]:
