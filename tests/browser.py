@@ -273,11 +273,13 @@ class Dashboard:
 
 
 @contextlib.contextmanager
-def running_dashboard(storage: str, artifacts: str | Path | None, cwd: Path, *args: str, wait: float = 60.0):
+def running_dashboard(storage: str, artifacts: str | Path | None, cwd: Path, *args: str, wait: float = 60.0,
+                      hpsearch: tuple[str, ...] = (sys.executable, "-m", "hpsearch.cli")):
     """Starts ``hpsearch dashboard`` on a free 127.0.0.1 port, waits until its API answers and stops it with
-    SIGTERM afterwards (background processes inherit SIGINT ignored)."""
+    SIGTERM afterwards (background processes inherit SIGINT ignored). ``hpsearch``: the command to run (another
+    installation's console script, say)."""
     port = free_port()
-    cmd = [sys.executable, "-m", "hpsearch.cli", "dashboard", "--storage", storage, "--port", str(port), *args]
+    cmd = [*map(str, hpsearch), "dashboard", "--storage", storage, "--port", str(port), *args]
     if artifacts is not None:
         cmd += ["--artifacts", str(artifacts)]
     with tempfile.NamedTemporaryFile("w", suffix=".log", delete=False) as err:

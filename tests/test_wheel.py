@@ -12,19 +12,16 @@ a path, it does not run that folder's ``.pth`` files, so the test venv's editabl
 from __future__ import annotations
 
 import csv
-import json
 import os
 import shutil
 import subprocess
 import sys
 import sysconfig
-import time
-import urllib.request
 import zipfile
 from pathlib import Path
 
 import pytest
-from browser import free_port
+from browser import running_dashboard
 
 pytestmark = pytest.mark.slow
 
@@ -145,26 +142,5 @@ def test_installed_wheel_runs_reports_exports_and_serves(venv, tmp_path):
                 "print(len(a['train_images']), len(a['test_images']))", cwd=work).stdout.split()
     assert sample == ["4500", "500"]
 
-    port = free_port()
-    with open(tmp_path / "dashboard.log", "w") as log:
-        proc = subprocess.Popen([bin_ / "hpsearch", "dashboard", "--storage", storage, "--port", str(port)], cwd=work,
-                                stdout=subprocess.DEVNULL, stderr=log, env=os.environ | {"PYTHONWARNINGS": "ignore"})
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as r:
-                    studies = json.load(r)["study_summaries"]
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, \
-                    f"the dashboard did not answer: {(tmp_path / 'dashboard.log').read_text()[-2000:]}"
-                time.sleep(0.3)
-        assert [s["study_name"] for s in studies] == [STUDY]
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with running_dashboard(storage, None, work, hpsearch=(str(bin_ / "hpsearch"),)) as dash:
+        assert [st["study_name"] for st in dash.studies] == [STUDY]
