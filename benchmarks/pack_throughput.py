@@ -12,7 +12,10 @@ For each model and pack size K, both arms train the SAME K configurations on the
 batch size, step count and data order (``data_seed`` 0 for every member):
 
 (a) solo: ``hpsearch.train.fit`` once per member, one after the other;
-(b) pack: ``hpsearch.pack.fit_pack`` over the K members at once (one vmap'd model).
+(b) pack: ``hpsearch.pack.fit_pack`` over the K members at once, once per ``--forwards`` entry: ``fused``
+    (HFTA-style layers, ``hpsearch.fused``: one grouped conv / batch norm / batched matmul per layer) and
+    ``vmap`` (``torch.func.vmap`` over ``functional_call``). Each forward gets its own row; the rows of one
+    (model, K) share the solo runs.
 
 Member i (of a fixed list of 16, so the K = 2 pack holds members 0-1 of the K = 16 pack) has its own seed
 (i), SGD peak learning rate (0.005·10^(i/15), 0.005 to 0.05), weight decay (2.5e-4, 5e-4 or 1e-3) and label
@@ -31,8 +34,7 @@ the K runs for solo) over the window's seconds (the sum of the K windows for sol
 (the pack: ``fit_pack``'s ``stacked`` callback; solo: the model's first forward), and ``warmup_s``, what the
 first 10 steps took beyond 10 steady-state steps (near 0, either sign, once shapes are warm). Each row first
 runs an untimed, profiled fit of the pack (and a model's first row one of a solo member), which also warms both
-arms up, then alternates pack and solo ``--repeats`` times (pack first in the 1st, 3rd, ... repeat, solo first
-in the others); images/s are medians over the repeats, ``ratio`` = median pack / median solo.
+arms up, then runs every arm (each forward's pack, then solo) ``--repeats`` times, rotating which goes first; images/s are medians over the repeats, ``ratio`` = median pack / median solo.
 
 Operators: ``torch.profiler.profile`` runs in those untimed fits, from the 10th step's callback to the 20th's:
 10 steady-state steps, one solo member (member 0; every solo step runs the same operators) against the whole
@@ -74,7 +76,7 @@ from hpsearch.build import build_model, device_data  # noqa: E402
 from hpsearch.data.loader import DeviceData  # noqa: E402
 from hpsearch.device import configure, resolve_device, resolve_precision  # noqa: E402
 from hpsearch.errors import SpecError, first_line  # noqa: E402
-from hpsearch.pack import fit_pack  # noqa: E402
+from hpsearch.pack import FORWARDS, fit_pack  # noqa: E402
 from hpsearch.train import PROGRESS_EVERY, Diverged, FitResult, TimeLimit, TrainConfig, fit  # noqa: E402
 
 DATASETS = (*SYNTHETIC, "fashion-mnist", "cifar10")
@@ -200,12 +202,12 @@ def check_outcomes(outcomes: list) -> None:
                            "row would not measure K members")
 
 
-def run_pack(values: dict, data: Data, resident: DeviceData, cfgs: list[TrainConfig], hook) -> float:
-    """One ``fit_pack`` of the members; returns the clock before the first model's creation."""
+def run_pack(values: dict, data: Data, resident: DeviceData, cfgs: list[TrainConfig], forward: str, hook) -> float:
+    """One ``fit_pack`` of the members with this forward; returns the clock before the first model's creation."""
     t0 = time.perf_counter()
     models = [build_model(values, data.ds, resident.device, c.seed) for c in cfgs]
     hooks = [[hook]] + [[] for _ in cfgs[1:]]  # one clock for the pack: member 0's progress calls
-    check_outcomes(fit_pack(models, resident, cfgs, hooks, stacked=lambda _: hook.begin()))
+    check_outcomes(fit_pack(models, resident, cfgs, hooks, stacked=lambda _: hook.begin(), forward=forward))
     return t0
 
 
@@ -238,34 +240,46 @@ def timed(arm: Callable[..., float], *args) -> dict:
 
 
 def measure(data: Data, resident: DeviceData, arch: str, params: dict, k: int, batch_size: int, precision: str,
-            repeats: int, solo_ops: dict | None) -> tuple[dict, dict]:
-    """One row: the pack of ``k`` against its ``k`` members solo. Returns (row, solo operator counts)."""
+            repeats: int, solo_ops: dict | None, forwards: list[str]) -> tuple[list[dict], dict]:
+    """One row per forward: the pack of ``k`` (fused layers, or vmap) against its ``k`` members solo, every arm
+    interleaved with the others. Returns (rows, solo operator counts)."""
     values = {"arch": arch, **{f"{arch}.{n}": v for n, v in params.items()}}
     cfgs = member_configs(k, batch_size, precision)
-    short = data.ds.train_x.shape[0]
     load_before = os.getloadavg()[0]  # the machine may be shared: say how busy it was
 
     # operators per steady-state step (untimed runs); one solo step's count is shared by every K of a model
-    prof = Profiler(resident.device)
-    run_pack(values, data, resident, cfgs, prof)
-    pack_ops = prof.counts()
+    pack_ops = {}
+    for forward in forwards:
+        prof = Profiler(resident.device)
+        run_pack(values, data, resident, cfgs, forward, prof)
+        pack_ops[forward] = prof.counts()
     if solo_ops is None:
         prof = Profiler(resident.device)
         run_solo(values, data, resident, cfgs[0], prof)
         solo_ops = prof.counts()
 
     # the profiled runs above also warmed both arms up (shapes, allocator, primitives)
-    pack_runs: list[dict] = []
+    pack_runs: dict[str, list[dict]] = {f: [] for f in forwards}
     solo_runs: list[list[dict]] = []
-    for r in range(repeats):  # alternating, so that a noisy spell on the machine hits both arms
-        arms = [lambda: pack_runs.append(timed(run_pack, values, data, resident, cfgs)),
-                lambda: solo_runs.append([timed(run_solo, values, data, resident, c) for c in cfgs])]
-        for arm in arms if r % 2 == 0 else arms[::-1]:
+    arms = [*((lambda f=f: pack_runs[f].append(timed(run_pack, values, data, resident, cfgs, f))) for f in forwards),
+            lambda: solo_runs.append([timed(run_solo, values, data, resident, c) for c in cfgs])]
+    for r in range(repeats):  # rotating, so that a noisy spell on the machine hits every arm
+        for arm in arms[r % len(arms):] + arms[: r % len(arms)]:
             arm()
-    pack_ips = [k * batch_size * p["steps"] / p["seconds"] for p in pack_runs]
     solo_ips = [batch_size * sum(s["steps"] for s in runs) / sum(s["seconds"] for s in runs) for runs in solo_runs]
-    row = {"dataset": data.name, "images": short, "image_shape": list(data.ds.train_x.shape[1:]),
+    rows = [pack_row(data, resident, arch, params, k, batch_size, precision, repeats, cfgs, load_before, forward,
+                     pack_runs[forward], pack_ops[forward], solo_runs, solo_ips, solo_ops) for forward in forwards]
+    return rows, solo_ops
+
+
+def pack_row(data: Data, resident: DeviceData, arch: str, params: dict, k: int, batch_size: int, precision: str,
+             repeats: int, cfgs: list[TrainConfig], load_before: float, forward: str, pack_runs: list[dict],
+             pack_ops: dict, solo_runs: list[list[dict]], solo_ips: list[float], solo_ops: dict) -> dict:
+    pack_ips = [k * batch_size * p["steps"] / p["seconds"] for p in pack_runs]
+    short = data.ds.train_x.shape[0]
+    return {"dataset": data.name, "images": short, "image_shape": list(data.ds.train_x.shape[1:]),
            "source_path": data.path, "source": data.ds.source, "model": arch, "params": params, "k": k,
+           "forward": forward,
            "batch_size": batch_size, "timed_steps": pack_runs[0]["steps"], "repeats": repeats,
            "device": str(resident.device), "precision": precision, "aug_strength": [c.aug_strength for c in cfgs],
            "lr": [round(c.lr, 5) for c in cfgs], "weight_decay": [c.weight_decay for c in cfgs],
@@ -285,7 +299,6 @@ def measure(data: Data, resident: DeviceData, arch: str, params: dict, k: int, b
                if solo_ops["cuda_launches_per_step"] else None} if "cuda_launches_per_step" in solo_ops else {}),
            "loadavg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
            "pack_runs": pack_runs, "solo_runs": solo_runs}
-    return row, solo_ops
 
 
 def code_state() -> dict:
@@ -306,7 +319,7 @@ def code_state() -> dict:
 
 def summary(row: dict) -> str:
     ops = f"ops/step pack {row['pack_ops']['aten_ops_per_step']:6.0f} solo {row['solo_ops']['aten_ops_per_step']:5.0f}"
-    return (f"{row['dataset']}  {row['model']:8s} K={row['k']:2d}  pack {row['pack_img_s']:8,.0f} img/s  solo "
+    return (f"{row['dataset']}  {row['model']:8s} K={row['k']:2d} {row['forward']:5s}  pack {row['pack_img_s']:8,.0f} img/s  solo "
             f"{row['solo_img_s']:8,.0f} img/s  ratio {row['ratio']:.2f}x  {ops} ({row['ops_vs_one_solo']:.2f}x)  "
             f"start-up pack {row['pack_startup_s']:.2f} s solo {row['solo_startup_s']:.2f} s  "
             f"(load {row['loadavg_1min'][0]:.1f}→{row['loadavg_1min'][1]:.1f})")
@@ -330,6 +343,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=positive_int, default=3)
     ap.add_argument("--threads", type=positive_int, default=None,
                     help="torch intra-op threads (default torch's own: one per core)")
+    ap.add_argument("--forwards", type=csv_list(str, FORWARDS[1:]), default=list(FORWARDS[1:]),
+                    help="the pack's forwards to measure: fused (HFTA layers) and/or vmap")
     ap.add_argument("--airbench-width", type=float, default=1.0, help="airbench's channel multiplier")
     args = ap.parse_args()
     if args.quick:
@@ -366,13 +381,15 @@ def main() -> None:
         solo_ops = None
         for k in ks:
             try:
-                row, solo_ops = measure(data, resident, arch, params, k, batch_size, precision, repeats, solo_ops)
+                new, solo_ops = measure(data, resident, arch, params, k, batch_size, precision, repeats, solo_ops,
+                                        args.forwards)
             except (StoppedEarly, torch.OutOfMemoryError) as e:
                 sys.exit(f"pack_throughput: {arch} K={k}: {first_line(e)}")
-            if arch == "airbench" and params["width"] != 1.0:
-                row["note"] = f"airbench at width {params['width']:g}, not 1.0 (--airbench-width)"
-            rows.append(row)
-            print(summary(row), flush=True)
+            for row in new:
+                if arch == "airbench" and params["width"] != 1.0:
+                    row["note"] = f"airbench at width {params['width']:g}, not 1.0 (--airbench-width)"
+                rows.append(row)
+                print(summary(row), flush=True)
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
     name = "pack_throughput" if device.type == "cpu" else f"pack_throughput_{device.type}"
     path = write_result(name, {

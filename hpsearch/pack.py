@@ -1,12 +1,17 @@
 """Trial packs: K trials of one architecture and batch size trained as one fused model on one device.
 
-The K models' parameters and buffers are stacked along a new first dimension
-(``torch.func.stack_module_state``) and the architecture runs once per step under ``torch.func.vmap`` over
-``functional_call``. vmap turns each convolution into one grouped convolution over the K members' channels,
-each BatchNorm into one over K·C channels (so every member keeps its own batch statistics and running
-averages) and each linear layer into one batched matmul: the HFTA fusion (Wang et al., MLSys 2021), done by
-PyTorch's batching rules for any model built from standard layers. A small trial that is launch-bound on a GPU
-then launches about as many kernels for K members as for one.
+The K models' parameters and buffers are stacked along a new first dimension (``torch.func.stack_module_state``,
+then one flat (K, P) tensor) and the architecture runs once per step as one network. Two forwards do that:
+
+- ``fused`` (the default wherever it applies): the HFTA layers of :mod:`hpsearch.fused` (Wang et al., MLSys
+  2021): each convolution is one grouped convolution over the K members' channels, each BatchNorm one over K·C
+  channels (every member keeps its own batch statistics and running averages), each linear layer one batched
+  matmul. Checked against vmap on a probe input when the pack is built.
+- ``vmap``: ``torch.func.vmap`` over ``functional_call``, whose batching rules do the same for any model, with
+  more operators per call; the fallback for a model with a layer that has no fused form or whose forward mixes
+  channels (the probe's verdict).
+
+A small trial that is launch-bound on a GPU then launches about as many kernels for K members as for one.
 
 Per member: its initialisation (the caller builds each model from its own seed), learning rate, weight decay,
 label smoothing, augmentation strength, BatchNorm statistics and dropout masks (``randomness="different"``).
@@ -35,6 +40,8 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from hpsearch.augment import PackAugmenter
 from hpsearch.data.loader import DeviceData, batches_per_epoch, epoch_batches
+from hpsearch.errors import first_line
+from hpsearch.fused import FusedForward, Unfusable
 from hpsearch.train import (
     PROGRESS_EVERY,
     Diverged,
@@ -53,6 +60,7 @@ from hpsearch.train import (
 # TrainConfig fields that every member of a pack shares: they fix tensor shapes or the step sequence.
 SHARED_FIELDS = ("batch_size", "optimizer", "max_epochs", "eval_every", "schedule", "warmup", "eval_batch_size",
                  "precision", "max_seconds", "data_seed")
+FORWARDS = ("auto", "fused", "vmap")  # auto: fused where every layer has a fused form, else vmap
 MOMENTUM = 0.9  # SGD's, as in hpsearch.train.make_optimizer
 BETAS, EPS = (0.9, 0.999), 1e-8  # AdamW's defaults, as torch.optim.AdamW
 
@@ -92,7 +100,7 @@ class StackedModel:
     optimizer updates every parameter of every member in a handful of whole-tensor operations (the flat-parameter
     layout of FSDP): fewer, larger kernels are what a launch-bound GPU needs."""
 
-    def __init__(self, models: Sequence[nn.Module]):
+    def __init__(self, models: Sequence[nn.Module], forward: str = "auto", example: torch.Tensor | None = None):
         self.base = copy.deepcopy(models[0]).to("meta")  # the architecture only; its tensors come from the stacks
         params, self.buffers = stack_module_state(list(models))
         self.shapes = {n: p.shape[1:] for n, p in params.items()}  # one member's shape
@@ -106,6 +114,41 @@ class StackedModel:
         self.members = list(range(k))  # the member index of each row (fit_pack keeps it current)
         # hook(model, x, out) -> out | None, called on each training forward's (K, B, classes) output
         self.output_hooks: list[Callable[[StackedModel, torch.Tensor, torch.Tensor], torch.Tensor | None]] = []
+        self.fused: FusedForward | None = None
+        self.fallback: str | None = None  # why an "auto" forward kept vmap
+        if forward not in FORWARDS:
+            raise PackError(f"forward must be one of {', '.join(FORWARDS)}, not {forward!r}")
+        if forward != "vmap":
+            try:
+                self.fused = self._checked_fused(example)
+            except Unfusable as e:
+                if forward == "fused":
+                    raise PackError(f"cannot fuse this architecture's layers: {e}") from e
+                self.fallback = str(e)
+
+    @property
+    def forward_kind(self) -> str:
+        """``"fused"`` (HFTA layers, :mod:`hpsearch.fused`) or ``"vmap"``."""
+        return "vmap" if self.fused is None else "fused"
+
+    @torch.inference_mode()
+    def _checked_fused(self, example: torch.Tensor | None) -> FusedForward:
+        """The fused forward, checked against vmap in eval mode on ``example`` (a few (N, C, H, W) inputs) when
+        given: a model whose own forward mixes channels (say a ``view`` with a hard-coded size) differs there."""
+        fused = FusedForward(self.base)
+        if example is None:
+            return fused
+        self.base.eval()
+        fused.train(False)
+        x = torch.randn(example.shape, generator=torch.Generator().manual_seed(0)).to(example.device)
+        want = vmap(self._forward, in_dims=(0, 0, None))(self.params, self.buffers, x)
+        try:
+            got = fused(self.params, self.buffers, x, shared=True)
+        except RuntimeError as e:
+            raise Unfusable(f"the fused forward fails: {first_line(e)}") from e
+        if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-3, atol=1e-4 * (1 + want.abs().max())):
+            raise Unfusable("the fused forward's outputs differ from vmap's (the model's forward mixes channels)")
+        return fused
 
     @property
     def size(self) -> int:
@@ -128,8 +171,12 @@ class StackedModel:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """(K, B, C, H, W) → (K, B, classes), training mode (batch statistics, dropout)."""
-        self.base.train()
-        out = vmap(self._forward, randomness="different")(self.params, self.buffers, x)
+        if self.fused is not None:
+            self.fused.train(True)
+            out = self.fused(self.params, self.buffers, x)
+        else:
+            self.base.train()
+            out = vmap(self._forward, randomness="different")(self.params, self.buffers, x)
         for hook in self.output_hooks:
             changed = hook(self, x, out)
             out = out if changed is None else changed
@@ -138,6 +185,9 @@ class StackedModel:
     @torch.inference_mode()
     def evaluate(self, x: torch.Tensor) -> torch.Tensor:
         """One batch (B, C, H, W) shared by every member → (K, B, classes), eval mode."""
+        if self.fused is not None:
+            self.fused.train(False)
+            return self.fused(self.params, self.buffers, x, shared=True)
         self.base.eval()
         return vmap(self._forward, in_dims=(0, 0, None), randomness="different")(self.params, self.buffers, x)
 
@@ -280,7 +330,8 @@ def _evaluate(model: StackedModel, data: DeviceData, aug: PackAugmenter, batch_s
 
 def fit_pack(models: Sequence[nn.Module], data: DeviceData, cfgs: Sequence[TrainConfig],
              hooks: Sequence[Sequence[Any]], resume: Sequence[dict] | None = None,
-             stacked: Callable[[StackedModel], None] | None = None) -> list[FitResult | Exception]:
+             stacked: Callable[[StackedModel], None] | None = None,
+             forward: str = "auto") -> list[FitResult | Exception]:
     """Trains member i (``models[i]``, ``cfgs[i]``, ``hooks[i]``) as ``fit`` would, all K as one fused model.
 
     Returns one outcome per member: its :class:`FitResult`, or the exception that ended it (``Diverged``,
@@ -288,7 +339,8 @@ def fit_pack(models: Sequence[nn.Module], data: DeviceData, cfgs: Sequence[Train
     ``KeyboardInterrupt`` propagates; running out of device memory (which concerns the whole fused step) raises
     :class:`PackOutOfMemory`, with the outcomes so far and the members still training. ``resume``:
     each member's checkpoint from ``on_epoch_end``, all at the same epoch (``fit``'s format). ``stacked`` is
-    called with the stacked model before training (to install fault injection or measure it).
+    called with the stacked model before training (to install fault injection or measure it). ``forward``:
+    ``"fused"`` (HFTA layers), ``"vmap"``, or ``"auto"``: fused where the architecture allows, else vmap.
     """
     cfgs = list(cfgs)
     check_members(cfgs)
@@ -310,7 +362,7 @@ def fit_pack(models: Sequence[nn.Module], data: DeviceData, cfgs: Sequence[Train
         start_epoch, step, images, train_s = (resume[0][key] for key in ("epoch", "step", "images", "train_s"))
         points = [[EvalPoint(**p) for p in state["points"]] for state in resume]
     templates = [copy.deepcopy(m).cpu() for m in models]  # solo models, for checkpoints in fit's format
-    model = StackedModel(models)
+    model = StackedModel(models, forward, example=data.train_x[:2])
     optimizer = StackedOptimizer(model, first.optimizer, [c.lr for c in cfgs], [c.weight_decay for c in cfgs])
     optimizer.steps = step
     if resume is not None:

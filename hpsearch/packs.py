@@ -33,7 +33,7 @@ from hpsearch.data.loader import batches_per_epoch
 from hpsearch.errors import first_line
 from hpsearch.models._registry import TV_PREFIX
 from hpsearch.objective import Interrupted, Objective, TrialRun, release_memory
-from hpsearch.pack import PackOutOfMemory, fit_pack
+from hpsearch.pack import PackOutOfMemory, StackedModel, fit_pack
 from hpsearch.progress import fmt_params
 from hpsearch.space import suggest
 from hpsearch.spec import Spec, structural_names
@@ -172,7 +172,7 @@ def _train_group(study: optuna.Study, objective: Objective, runs: list[TrialRun]
     try:
         with heartbeats(study, [r.trial for r in runs]):
             outcomes = fit_pack([r.model for r in runs], data, cfgs, [r.hooks for r in runs], resume=resume,
-                                stacked=lambda model: faults.install_pack(model, cfgs, steps))
+                                stacked=lambda model: _stacked(model, runs, cfgs, steps))
     except PackOutOfMemory as oom:
         # drop the tracebacks first: their frames hold the big pack's tensors, which must be freed before halving
         for e in (oom.error, *(x for x in oom.finished.values() if isinstance(x, BaseException))):
@@ -187,6 +187,16 @@ def _train_group(study: optuna.Study, objective: Objective, runs: list[TrialRun]
         return
     for run, outcome in zip(runs, outcomes, strict=True):
         _finish(study, objective, run, outcome, progress)
+
+
+def _stacked(model: StackedModel, runs: list[TrialRun], cfgs: list, steps: int) -> None:
+    """Records how the pack runs (``pack_forward``: fused or vmap) and installs any injected faults."""
+    if model.fallback is not None:
+        log.warning("trial pack %s: its layers are not fused (%s); it runs under vmap",
+                    runs[0].trial.user_attrs.get("pack_id"), model.fallback)
+    for run in runs:
+        run.trial.set_user_attr("pack_forward", model.forward_kind)
+    faults.install_pack(model, cfgs, steps)
 
 
 def _halve(study: optuna.Study, objective: Objective, runs: list[TrialRun], progress, finished: dict,

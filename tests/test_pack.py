@@ -60,12 +60,16 @@ def assert_same_curve(pack_points, solo_points):
         assert abs(a.top1 - b.top1) <= 0.5 and abs(a.top5 - b.top5) <= 0.5
 
 
-@pytest.mark.parametrize("arch", sorted(ARCHS))
-def test_each_member_trains_as_it_would_solo(data, arch):
+@pytest.mark.parametrize("arch, forward", [*((a, "fused") for a in sorted(ARCHS)), ("lenet", "vmap")])
+def test_each_member_trains_as_it_would_solo(data, arch, forward):
+    """The shipped forward (fused layers, which every registered architecture gets) and the vmap fallback."""
     ds, dd = data
     cfgs = configs()
     recs = [Points() for _ in cfgs]
-    outcomes = fit_pack(models_for(arch, ds, cfgs), dd, cfgs, [[r] for r in recs])
+    kinds = []
+    outcomes = fit_pack(models_for(arch, ds, cfgs), dd, cfgs, [[r] for r in recs],
+                        stacked=lambda m: kinds.append(m.forward_kind), forward="auto" if forward == "fused" else forward)
+    assert kinds == [forward]
     assert all(isinstance(o, FitResult) for o in outcomes)
     for i, c in enumerate(cfgs):
         solo = Points()

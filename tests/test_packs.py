@@ -37,6 +37,7 @@ def test_a_packed_study_holds_complete_trials_of_their_own(tmp_path):
         assert a["pack_size"] == len([u for u in trials if u.user_attrs["pack_id"] == a["pack_id"]])
         assert t.intermediate_values, "each member reports its own eval points"
         assert {"config", "device", "n_params", "val_top1", "epochs_completed", "wall_s"} <= set(a)
+        assert a["pack_forward"] == "fused", "lenet's layers all have fused forms"
         packs[a["pack_id"]].append(t)
     assert sorted(len(p) for p in packs.values()) == [4, 4]
     for members in packs.values():

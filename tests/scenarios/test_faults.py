@@ -193,7 +193,7 @@ def scratch_database():
 def test_database_lost_mid_study_fails_clearly_and_keeps_the_finished_trials(tmp_path):
     with scratch_database() as (url, db, sql):
         pw_url = url.replace("postgres@", "postgres:Mid5tudyPW@")  # trust auth: any password is accepted
-        spec = spec_file(tmp_path, name="lost", n_trials=3, data={"n_images": 600}, train={"max_epochs": 2})
+        spec = spec_file(tmp_path, name="lost", n_trials=3, data={"n_images": 2400}, train={"max_epochs": 2})
         env = os.environ | {"PYTHONWARNINGS": "ignore", "HPSEARCH_NO_LIVE": "1", "HPSEARCH_STORAGE_RETRY_S": "3"}
         hb = ["--heartbeat-interval", "1", "--grace-period", "2"]
         # create Optuna's tables before the run starts: two processes creating them at once on a fresh
