@@ -28,7 +28,8 @@ def test_quick_mode_measures_both_arms_on_named_data(tmp_path):
     data = json.loads((tmp_path / "results" / "pack_throughput.json").read_text())
     assert data["benchmark"] == "pack_throughput" and data["quick"] and data["device"] == "cpu"
     rows = data["rows"]
-    assert [(row["model"], row["k"]) for row in rows] == [("lenet", 1), ("lenet", 2)]
+    assert [(row["model"], row["k"], row["forward"]) for row in rows] == [
+        ("lenet", 1, "fused"), ("lenet", 1, "vmap"), ("lenet", 2, "fused"), ("lenet", 2, "vmap")]
     for row in rows:
         # every row names the data it was measured on: generated 1×28×28 images, 20 steps of 32
         assert row["dataset"] == "synthetic-fmnist" and row["image_shape"] == [1, 28, 28]
@@ -43,7 +44,9 @@ def test_quick_mode_measures_both_arms_on_named_data(tmp_path):
             assert counts["aten_ops_per_step"] >= counts["aten_leaf_per_step"] >= counts["aten_compute_per_step"] > 0
             assert counts["aten_ops_per_step"] >= counts["aten_top_per_step"] > 0
         assert row["ops_vs_one_solo"] == row["pack_ops"]["aten_ops_per_step"] / row["solo_ops"]["aten_ops_per_step"]
-    assert rows[0]["solo_ops"] == rows[1]["solo_ops"]  # one solo step is the denominator for every K
+    assert rows[0]["solo_ops"] == rows[2]["solo_ops"]  # one solo step is the denominator for every K
+    assert rows[2]["solo_runs"] == rows[3]["solo_runs"], "both forwards are compared with the same solo runs"
+    assert rows[2]["pack_ops"] != rows[3]["pack_ops"], "the two forwards launch different operators"
 
 
 def test_an_absent_dataset_is_refused_with_one_line(tmp_path):
