@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
+
+from hpsearch.spec import load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 BENCHMARKS = ["loop_throughput", "imagefolder_cache", "overhead", "report_scale", "storage_scale",
-              "search_efficiency", "gpu_airbench"]
+              "search_value", "gpu_airbench"]
 # data that every machine has: the embedded sample and generated images (a named dataset is never swapped)
-QUICK_ARGS = {"loop_throughput": ["--dataset", "fashion-mnist-sample,synthetic-cifar"]}
+QUICK_ARGS = {"loop_throughput": ["--dataset", "fashion-mnist-sample,synthetic-cifar"], "search_value": ["--keep", "keep"]}
 
 
 def run_benchmark(name: str, args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
@@ -46,6 +50,13 @@ def test_quick_mode_writes_json(name, tmp_path):
         for row in data["rows"]:
             assert row["images"] == 1024 and row["image_shape"] in ([1, 28, 28], [3, 32, 32]) and row["source_path"]
             assert row["textbook_startup_s"] > 0 and row["hpsearch_startup_s"] >= 0
+    if name == "search_value":  # both arms ran cold on the named data, each for the same budget
+        assert data["arms"] == ["default", "random"] and [r["arm"] for r in data["runs"]] == data["arms"]
+        for run in data["runs"]:
+            assert run["dataset"] == "fashion-mnist-sample" and run["budget_s"] == data["budget_s"] == 20
+            assert run["counts"]["tried"] >= 1
+            arm_file = tomllib.loads((tmp_path / "keep" / f"{run['arm']}-0" / f"{run['arm']}.toml").read_text())
+            assert "enqueue" not in arm_file and arm_file["space"], "cold: no warm start"
     if name == "storage_scale":  # retries are counted beside errors, and each worker's log is kept
         cells = [c for c in data["cells"] if "reports" in c]
         assert cells and all(c["retries"] >= 0 and c["lock_events"] >= 0 for c in cells)
@@ -54,6 +65,22 @@ def test_quick_mode_writes_json(name, tmp_path):
             kept = sorted(p.name for p in (logs / f"{c['backend']}-w{c['workers']}").glob("worker-*.txt"))
             assert kept == sorted(f"worker-{i}.txt" for i in range(c["workers"]))
             assert "done:" in (logs / f"{c['backend']}-w{c['workers']}" / "worker-0.txt").read_text()
+
+
+def test_search_value_arms_start_cold_and_differ_only_in_sampler_and_pruner(tmp_path):
+    """search_value removes a study file's warm start; a variant replaces only [sampler] and [pruner]."""
+    spec = importlib.util.spec_from_file_location("search_value", ROOT / "benchmarks" / "search_value.py")
+    search_value = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(search_value)
+    warm = tmp_path / "warm.toml"
+    warm.write_text((ROOT / "studies" / "fashion_mnist.toml").read_text() + '\n[[enqueue]]\narch = "vgg"\nlr = 0.05\n'
+                    'batch_size = 128\nvgg = { stages = 3, width = 16 }\n\n[[enqueue]]\narch = "resnet"\n')
+    assert len(load_spec(warm).enqueue) == 2
+    shipped = load_spec(search_value.study_file(warm, "default", False, tmp_path))
+    random = load_spec(search_value.study_file(warm, "random", False, tmp_path))
+    assert shipped.enqueue == () and random.enqueue == ()
+    assert (random.sampler.name, random.pruner.name) == ("random", "none")
+    assert shipped.space == random.space and shipped.train == random.train and shipped.data == random.data
 
 
 def test_loop_throughput_refuses_an_absent_dataset(tmp_path):
