@@ -138,12 +138,15 @@ def run_pack(study: optuna.Study, objective: Objective, trials: list[optuna.Tria
         groups.setdefault(_key(spec, run), []).append(run)
     for group in groups.values():
         arch = group[0].values["arch"]
-        if len(group) > 1 and arch.startswith(TV_PREFIX):
-            # torchvision's models are not all made of layers vmap can batch (in-place views, custom autograd):
-            # their members train one after another instead, each still a full trial of this pack
-            log.warning("trial pack %s: %s is not fused; its %d members train one after another", pack_id, arch,
-                        len(group))
+        if len(group) == 1 or arch.startswith(TV_PREFIX):
+            # a lone member trains solo (fit is faster than a fused pack of one); torchvision's models are not all
+            # made of layers vmap can batch (in-place views, custom autograd): their members train one after
+            # another instead, each still a full trial of this pack
+            if len(group) > 1:
+                log.warning("trial pack %s: %s is not fused; its %d members train one after another", pack_id,
+                            arch, len(group))
             for run in group:
+                run.trial.set_user_attr("pack_forward", "solo")
                 _train_solo(study, objective, run, progress)
         else:
             _train_group(study, objective, group, progress)

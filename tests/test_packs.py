@@ -85,3 +85,5 @@ def test_a_torchvision_model_is_not_fused_and_its_members_train_one_after_anothe
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
     assert {t.user_attrs["pack_id"] for t in trials} == {trials[0].user_attrs["pack_id"]}
     assert "tv:resnet18 is not fused; its 2 members train one after another" in r.stderr
+    assert [t.user_attrs["pack_forward"] for t in trials] == ["solo", "solo"]
+
