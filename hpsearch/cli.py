@@ -175,6 +175,29 @@ def worker(obj: Context, study_name, opts) -> None:
 
 
 @cli.command()
+@click.argument("spec_or_study", metavar="SPEC_OR_STUDY")
+@storage_option
+@click.option("--study", "study_name", callback=_check_study_name, help="Study name for SPEC (default: its study.name).")
+@click.option("--array", type=click.IntRange(min=1), required=True, help="Array tasks: one worker each.")
+@click.option("--gpus-per-task", type=click.IntRange(min=0), help="GPUs per task (SLURM sets CUDA_VISIBLE_DEVICES).")
+@click.option("--cpus-per-task", type=click.IntRange(min=1), help="CPUs per task (also the worker's torch threads).")
+@click.option("--time", "time_limit", help="Time limit per task, e.g. 04:00:00; SIGTERM comes 2 min before it.")
+@click.option("--partition", help="SLURM partition.")
+@click.option("--extra", multiple=True, help="An extra '#SBATCH ...' line (repeatable).")
+@click.option("--script", type=click.Path(dir_okay=False), help="Script to write (default: slurm/STUDY.sbatch).")
+@click.option("--submit", is_flag=True, help="Submit the script with sbatch and print the job id.")
+@worker_options
+@pass_context
+def slurm(obj: Context, spec_or_study, study_name, array, gpus_per_task, cpus_per_task, time_limit, partition, extra, script,
+          submit, opts) -> None:
+    """Create the study (SPEC) or use an existing one (STUDY) and write an sbatch job array of workers on it."""
+    from hpsearch.slurm import SlurmJob, launch_slurm
+
+    job = SlurmJob(array, gpus_per_task, cpus_per_task, time_limit, partition, tuple(extra))
+    launch_slurm(spec_or_study, obj.storage_url, study_name, job, opts, script, submit)
+
+
+@cli.command()
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
 def validate(spec_path) -> None:
     """Check SPEC and print its search space."""

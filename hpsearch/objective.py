@@ -28,6 +28,7 @@ from hpsearch.data.base import Dataset
 from hpsearch.data.loader import DeviceData, batches_per_epoch
 from hpsearch.errors import first_line
 from hpsearch.fidelity import apply_fidelity
+from hpsearch.slurm import record_placement
 from hpsearch.space import suggest
 from hpsearch.spec import Spec
 from hpsearch.train import Diverged, EvalPoint, FitResult, TimeLimit, TrainConfig, fit
@@ -158,6 +159,7 @@ class Objective:
         trial.set_user_attr("config", values)
         trial.set_user_attr("device", str(self.device))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        record_placement(trial)  # host, and the SLURM job / array task when there is one (hpsearch status)
         reporter = Reporter(trial)
         extra = [h for h in (self.progress, self.stop) if h is not None] if hooks is None else hooks
         all_hooks: list[Any] = [reporter, *extra]

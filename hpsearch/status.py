@@ -1,5 +1,6 @@
-"""What ``hpsearch status`` and ``hpsearch best`` report: per-study trial counts, best values, resumed trials
-and checkpoint disk use, collected as plain data and formatted as text or JSON."""
+"""What ``hpsearch status`` and ``hpsearch best`` report: per-study trial counts, best values, resumed trials,
+where each running trial runs (host; SLURM job and array task) and checkpoint disk use, collected as plain
+data and formatted as text or JSON."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from hpsearch.checkpoint import disk_usage
 from hpsearch.errors import HpsearchError
 from hpsearch.progress import state_counts, summary
 from hpsearch.report import collect_packs, packs_text
+from hpsearch.slurm import SLURM_ATTRS
 from hpsearch.storage import mask_url, open_storage
 from hpsearch.study import load_study
 
@@ -26,7 +28,9 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
             "packs": collect_packs(trials),
             "resumed": [{"trial": t.number, "from_trial": t.user_attrs["resumed_from_trial"],
                          "at_epoch": t.user_attrs.get("resumed_at_epoch")}
-                        for t in trials if "resumed_from_trial" in t.user_attrs]}
+                        for t in trials if "resumed_from_trial" in t.user_attrs],
+            "running": [{"trial": t.number, **{k: t.user_attrs.get(k) for k in ("host", *SLURM_ATTRS)}}
+                        for t in trials if t.state == TrialState.RUNNING]}
 
 
 def storage_status(url: str, study_name: str | None = None, artifacts: str | None = None) -> dict[str, Any]:
@@ -51,7 +55,17 @@ def format_status(status: dict[str, Any], as_json: bool = False) -> str:
             lines.append(f"  {packs_text(r['packs'])}")
         lines += [f"  trial {x['trial']} resumed trial {x['from_trial']} at epoch {x['at_epoch']}"
                   for x in r["resumed"]]
+        lines += [f"  trial {x['trial']} running on {x['host'] or 'an unknown host'}{_slurm_text(x)}"
+                  for x in r["running"]]
     return "\n".join(lines)
+
+
+def _slurm_text(running: dict[str, Any]) -> str:
+    """`` (slurm job 1235 = array task 1234_1)``, `` (slurm job 1235)`` or nothing outside SLURM."""
+    if not running["slurm_job_id"]:
+        return ""
+    array = running["slurm_array_job_id"], running["slurm_array_task_id"]
+    return f" (slurm job {running['slurm_job_id']}" + (f" = array task {array[0]}_{array[1]})" if all(array) else ")")
 
 
 def best_report(study: optuna.Study, as_json: bool = False) -> str:
