@@ -10,7 +10,9 @@
 - ``error=P``: with probability P the model raises ``RuntimeError`` at a random training step of its first
   epoch;
 - ``oom_above_pack=N``: a trial pack of more than N members raises ``torch.OutOfMemoryError`` in its fused
-  step (the worker then halves the pack and goes on from the members' checkpoints);
+  step (the worker then halves the pack and goes on from the members' checkpoints); with
+  ``oom_pack_epoch=E`` only from epoch E on (1-based: E = 2 lets the pack finish its first epoch and save
+  checkpoints first);
 - ``seed=S``: the draws depend only on S and the trial's seed, so a drill is reproducible.
 
 The objective calls :func:`install` on each trial's model: with the variable unset it returns at once and the
@@ -30,7 +32,7 @@ import torch
 from torch import nn
 
 ENV = "HPSEARCH_FAULTS"
-KEYS = ("oom_above_batch", "oom_above_pack", "diverge", "error", "seed")
+KEYS = ("oom_above_batch", "oom_above_pack", "oom_pack_epoch", "diverge", "error", "seed")
 PREFIX = f"injected by {ENV}"
 
 
@@ -121,12 +123,13 @@ def install_pack(model: Any, cfgs: list, steps_per_epoch: int) -> None:
     plans = [plan(c.seed, steps_per_epoch) for c in cfgs]
     opts = parse(active() or "")
     max_pack = int(opts["oom_above_pack"]) if "oom_above_pack" in opts else None
+    oom_from = (int(opts.get("oom_pack_epoch", 1)) - 1) * steps_per_epoch + 1  # the first step it may strike
     step = [0]
 
     def hook(stacked: Any, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         step[0] += 1
         batch = x.shape[1]
-        if max_pack is not None and stacked.size > max_pack:
+        if max_pack is not None and stacked.size > max_pack and step[0] >= oom_from:
             raise torch.OutOfMemoryError(f"{PREFIX}: a pack of {stacked.size} members is more than "
                                          f"oom_above_pack={max_pack}")
         for f in plans:

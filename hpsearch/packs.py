@@ -219,10 +219,12 @@ def _halve(study: optuna.Study, objective: Objective, runs: list[TrialRun], prog
     log.warning("a pack of %d ran out of memory (%s); going on as packs of %d and %d from the members' "
                 "checkpoints", len(alive), first_line(error), half, len(alive) - half)
     for part in (alive[:half], alive[half:]):
+        resume = _last_checkpoints(objective, part)
         for run in part:
             run.trial.set_user_attr("pack_size", len(part))
             run.trial.set_user_attr("pack_halved_from", len(alive))
-        _train_group(study, objective, part, progress, _last_checkpoints(objective, part))
+            run.trial.set_user_attr("pack_resumed_epoch", resume[0]["epoch"] if resume else 0)
+        _train_group(study, objective, part, progress, resume)
 
 
 def _last_checkpoints(objective: Objective, runs: list[TrialRun]) -> list[dict] | None:

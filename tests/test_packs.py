@@ -75,6 +75,21 @@ def test_out_of_memory_halves_the_pack_and_every_member_still_finishes(tmp_path)
     assert "a pack of 4 ran out of memory" in r.stderr and "going on as packs of 2 and 2" in r.stderr
 
 
+def test_out_of_memory_in_epoch_two_resumes_the_halves_from_their_epoch_one_checkpoints(tmp_path):
+    spec = write_study(tmp_path / "oom2.toml", PRUNED, name="oom2", n_trials=4, train={"pack": 4, "max_epochs": 2},
+                       space=SPACE, pruner={"name": "none"})
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    r = run_cli("run", str(spec), "--storage", url, "--artifacts", str(tmp_path / "art"), cwd=tmp_path,
+                env={"HPSEARCH_FAULTS": "oom_above_pack=2,oom_pack_epoch=2"})
+    assert r.returncode == 0, r.stderr
+    trials = optuna.load_study(study_name="oom2", storage=url).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4, r.stderr
+    assert [t.user_attrs["pack_size"] for t in trials] == [2, 2, 2, 2]
+    assert [t.user_attrs["pack_resumed_epoch"] for t in trials] == [1, 1, 1, 1], "epoch 1 was not trained again"
+    assert all(sorted(t.intermediate_values) == [1, 2, 3, 4] for t in trials)
+    assert "going on as packs of 2 and 2" in r.stderr
+
+
 def test_a_torchvision_model_is_not_fused_and_its_members_train_one_after_another(tmp_path):
     spec = write_study(tmp_path / "tv.toml", name="tv", n_trials=2, train={"pack": 2},
                        data={"n_images": 120, "image_size": 32}, space={"arch": "tv:resnet18"})
