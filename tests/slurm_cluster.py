@@ -31,8 +31,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def binary(name: str) -> str | None:
+    """The daemon or command's path: on PATH, else in /usr/sbin (which a non-login PATH may lack)."""
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
+
+
 def check_prerequisites() -> None:
-    missing = [b for b in BINARIES if shutil.which(b) is None and not Path("/usr/sbin", b).exists()]
+    missing = [b for b in BINARIES if binary(b) is None]
     if missing:
         unavailable(f"SLURM is not installed ({', '.join(missing)} missing; apt-get install slurm-wlm munge)")
     if os.geteuid() != 0:
@@ -103,7 +108,8 @@ class Cluster:
         raise RuntimeError(f"the SLURM node did not come up within {timeout:.0f} s (sinfo: {state!r})\n{logs}")
 
     def _daemon(self, cmd: list[str]) -> None:
-        p = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=60)
+        p = subprocess.run([binary(cmd[0]) or cmd[0], *cmd[1:]], env=self.env, capture_output=True, text=True,
+                           timeout=60)
         if p.returncode != 0:
             self.stop()
             raise RuntimeError(f"{' '.join(cmd)} exited {p.returncode}: {(p.stderr or p.stdout).strip()}")
