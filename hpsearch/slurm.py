@@ -100,10 +100,10 @@ def sbatch_script(study_name: str, job: SlurmJob, worker_args: list[str], storag
                    f"--chdir={workdir}", "--requeue", f"--signal=B:TERM@{job.signal_lead_s}"]
     # `#SBATCH` lines end at the first command; comments may come between them
     lines = ["#!/bin/bash",
-             f"# hpsearch workers for study {study_name}, written by `hpsearch slurm`: one `hpsearch worker` per",
-             f"# array task. Storage {masked_url}, read at run time from",
-             f"# {storage_file} (mode 0600), so that this script holds no password. A requeued task appends to",
-             "# its log; SIGTERM comes before the time limit (B:TERM@S), and --requeue restarts pre-empted tasks.",
+             f"# hpsearch workers for study {study_name}, written by `hpsearch slurm`: each array task runs one",
+             f"# `hpsearch worker`. Storage: {masked_url}; the URL is read at run time from",
+             f"# {storage_file} (mode 0600), so that this script holds no password.",
+             "# SIGTERM comes before the time limit (--signal); --requeue restarts pre-empted and requeued tasks.",
              *(f"#SBATCH {shlex.quote(d)}" for d in directives), *job.extra, "",
              "set -euo pipefail",
              f"HPSEARCH_STORAGE=\"$(cat {shlex.quote(str(storage_file))})\"",
@@ -157,7 +157,7 @@ def launch_slurm(target: str, storage_url: str, study_name: str | None, job: Slu
     print(f"study {name} in {masked}: {done} of {n_trials} trials finished", file=stream, flush=True)
     path = Path(script or Path("slurm") / f"{name}.sbatch").absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    storage_file = path.with_suffix(".storage")
+    storage_file = path.with_suffix(".storage") if path.suffix != ".storage" else path.with_suffix(".url")
     write_private(storage_file, storage_url + "\n")
     path.write_text(sbatch_script(name, job, opts.worker_args(), storage_file, path.parent, Path.cwd(), masked))
     print(f"wrote {path} ({job.array} array tasks, one `hpsearch worker` each; logs {path.parent}/{name}-%A_%a.out)\n"
