@@ -125,9 +125,9 @@ def worker_options(f):
     @functools.wraps(f)
     def wrapper(*args, n_trials, timeout, device, data_dir, artifacts, heartbeat_interval, grace_period, max_retry,
                 keep_best, pack, patience, min_delta, target, **kwargs):
+        from hpsearch.options import WorkerOptions
         from hpsearch.spec import parse_pack
         from hpsearch.storage import Heartbeat
-        from hpsearch.worker import WorkerOptions
 
         options = WorkerOptions(n_trials, timeout, device, data_dir, artifacts,
                                 Heartbeat(heartbeat_interval, grace_period, max_retry), keep_best,

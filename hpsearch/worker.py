@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 import warnings
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TextIO
 
 import optuna
@@ -32,12 +33,11 @@ from hpsearch.data.base import Dataset
 from hpsearch.device import configure, resolve_device, resolve_precision
 from hpsearch.errors import StorageError, first_line
 from hpsearch.objective import Interrupted, Objective, StopFlag, release_memory
+from hpsearch.options import WorkerOptions
 from hpsearch.packs import pack_size, run_next_pack
 from hpsearch.progress import Progress, summary
-from hpsearch.spec import Spec, with_overrides
+from hpsearch.spec import Spec
 from hpsearch.storage import (
-    DEFAULT_HEARTBEAT,
-    Heartbeat,
     RetryStaleTrial,
     mask_secrets,
     mask_url,
@@ -57,42 +57,14 @@ from hpsearch.study import (
 )
 
 log = logging.getLogger("hpsearch")
+DEFAULT_OPTIONS = WorkerOptions()
 WAIT_POLL_S = 2.0
 
 
-@dataclass(frozen=True)
-class WorkerOptions:
-    """What ``hpsearch run`` and ``hpsearch worker`` take beyond the study: overrides of the spec's run controls
-    (None: the spec's value), where data and checkpoints live, the heartbeat, and checkpoint retention."""
-
-    n_trials: int | None = None  # finished trials the study should hold in total
-    timeout: float | None = None  # seconds after which no trial starts
-    device: str | None = None
-    data_dir: str | None = None
-    artifacts: str | None = None  # checkpoint store: a folder or s3://bucket/prefix
-    heartbeat: Heartbeat = DEFAULT_HEARTBEAT
-    keep_best: int = 3  # completed trials whose checkpoints are kept
-    pack: int | str | None = None  # trials trained as one fused model (overrides train.pack)
-    patience: int | None = None  # stop rules (override study.patience, study.min_delta, study.target)
-    min_delta: float | None = None
-    target: float | None = None
-
-    def apply(self, spec: Spec) -> Spec:
-        return with_overrides(spec, self.n_trials, self.timeout, self.device, pack=self.pack, patience=self.patience,
-                              min_delta=self.min_delta, target=self.target)
-
-    def worker_args(self) -> list[str]:
-        """The same options as ``hpsearch worker`` arguments (for local worker processes)."""
-        hb = self.heartbeat
-        options = {"n_trials": self.n_trials, "timeout": self.timeout, "device": self.device,
-                   "data_dir": self.data_dir, "artifacts": self.artifacts, "heartbeat_interval": hb.interval,
-                   "grace_period": hb.grace, "max_retry": hb.max_retry, "keep_best": self.keep_best,
-                   "pack": self.pack, "patience": self.patience, "min_delta": self.min_delta, "target": self.target}
-        out: list[str] = []
-        for k, v in options.items():
-            if v is not None:
-                out += [f"--{k.replace('_', '-')}", str(v)]
-        return out
+def worker_salt() -> int:
+    """A number that differs between worker processes, on one host or many (the sampler's seed offset)."""
+    who = f"{socket.gethostname()}:{os.getpid()}:{os.environ.get('SLURM_JOB_ID', '')}:{time.time_ns()}"
+    return zlib.crc32(who.encode())
 
 
 @contextmanager
@@ -223,7 +195,7 @@ def storage_outage(url: str) -> Iterator[None]:
                            "same command again once the storage is back") from None
 
 
-def run(spec: Spec, storage_url: str, study_name: str | None = None, opts: WorkerOptions = WorkerOptions(),
+def run(spec: Spec, storage_url: str, study_name: str | None = None, opts: WorkerOptions = DEFAULT_OPTIONS,
         stream: TextIO = sys.stderr, force_spec: bool = False) -> int:
     """``hpsearch run`` in one process: create or continue the study, then work on it."""
     spec = opts.apply(spec)
@@ -240,14 +212,15 @@ def run(spec: Spec, storage_url: str, study_name: str | None = None, opts: Worke
     return code
 
 
-def join(storage_url: str, study_name: str, opts: WorkerOptions = WorkerOptions(), stream: TextIO = sys.stderr
+def join(storage_url: str, study_name: str, opts: WorkerOptions = DEFAULT_OPTIONS, stream: TextIO = sys.stderr
          ) -> int:
     """``hpsearch worker``: join an existing study; its stored spec is the source of truth."""
     study = load_study(open_storage(storage_url, opts.heartbeat), study_name)
     spec = opts.apply(stored_spec(study))
     # optuna.load_study gives the defaults (TPE, median pruner): use the stored spec's sampler and pruner; the seed
-    # is offset by the process id too, so that workers joining at the same moment do not replay the same draws
-    study.sampler = build_sampler(spec, len(study.get_trials(deepcopy=False)) + os.getpid())
+    # is offset by a hash of this worker's host, process and SLURM task too, so that workers joining at the same
+    # moment do not replay the same draws (a plain pid + trial count collided: pid 1001 with 0 trials, 1000 with 1)
+    study.sampler = build_sampler(spec, len(study.get_trials(deepcopy=False)) + worker_salt())
     study.pruner = build_pruner(spec)
     with storage_outage(storage_url):
         return run_worker(spec, study, opts, stream)

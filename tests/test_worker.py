@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 from hpsearch.spec import parse_spec
 from hpsearch.storage import Heartbeat, open_storage
 from hpsearch.study import open_study
-from hpsearch.worker import WorkerOptions, finished_count, is_surplus, run_worker
+from hpsearch.worker import WorkerOptions, finished_count, is_surplus, run_worker, worker_salt
 from studies import study_doc
 
 
@@ -68,3 +68,9 @@ def test_worker_args_are_what_the_worker_command_accepts(tmp_path):
     (t,) = optuna.load_study(study_name="fwd", storage=url).get_trials()
     assert t.state == TrialState.COMPLETE and t.user_attrs["device"] == "cpu"
     assert (tmp_path / "art").is_dir() and any((tmp_path / "art").iterdir()), "--artifacts reached the worker"
+
+
+def test_each_worker_gets_its_own_sampler_seed_offset():
+    """Workers joining one study at once must not replay each other's draws: the offset mixes host, pid, SLURM
+    job and the clock (pid + trial count alone collided), so even two joins in one process differ."""
+    assert len({worker_salt() for _ in range(3)}) == 3
