@@ -11,16 +11,15 @@ import re
 
 import pytest
 import torch
+from test_pack import ARCHS  # every registered architecture, at test size
 from torch import nn
 
 from hpsearch.build import build_model
 from hpsearch.data import load_dataset
+from hpsearch.models import list_models
 from hpsearch.pack import PackError, StackedModel
 from hpsearch.spec import DataSpec
 
-ARCHS = {"lenet": {}, "vgg": {"vgg.stages": 2, "vgg.width": 8}, "resnet": {"resnet.depth": 8, "resnet.width": 8},
-         "alexnet": {"alexnet.width": 0.25, "alexnet.hidden": 64, "alexnet.dropout": 0.0},
-         "airbench": {"airbench.width": 0.25}}
 K = 3
 
 
@@ -28,6 +27,10 @@ K = 3
 def ds():
     return load_dataset(DataSpec("synthetic", val_size=20, image_size=28, channels=1, num_classes=4, n_images=60),
                         seed=0)
+
+
+def test_every_registered_architecture_is_checked():
+    assert sorted(ARCHS) == list_models()
 
 
 def close(a: torch.Tensor, b: torch.Tensor) -> bool:
