@@ -340,10 +340,12 @@ def main() -> None:
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
     hand_seeds = {int(s) for s in args.handwritten_seeds.split(",")}
     budget = 60.0 * args.budget_min if args.budget_min else 20.0 if args.quick else 900.0
-    if not args.quick and not DEBIAN.is_dir():
+    dataset = "fashion-mnist-sample" if args.quick else load_spec(args.study).data.dataset
+    if dataset == "fashion-mnist" and not DEBIAN.is_dir():
         raise SystemExit(f"search_value: Fashion-MNIST not found in {DEBIAN}; install Debian's "
                          "dataset-fashion-mnist (or run --quick on the embedded sample)")
-    dataset = "fashion-mnist-sample" if args.quick else "fashion-mnist"
+    if "handwritten" in arms and dataset != "fashion-mnist" and not args.quick:
+        ap.error(f"the handwritten arm trains on Debian's Fashion-MNIST, but {args.study} uses {dataset}")
     plan = [(seed, arm) for seed in seeds for arm in arms if arm != "handwritten" or seed in hand_seeds]
     n = args.side_by_side
     groups = [plan[i:i + n] for i in range(0, len(plan), n)]
