@@ -4,7 +4,8 @@ training function with the same configuration.
     python benchmarks/overhead.py [--quick] [--repeats 3] [--epochs 2]
 
 Both arms run as fresh processes, alternately, on the same data (Debian's Fashion-MNIST if installed, else
-the embedded sample) with the configuration that ``studies/fashion_mnist.toml`` enqueues:
+the embedded sample) with the warm-start configuration that ``studies/fashion_mnist.toml`` offers
+(commented out there):
 
 (a) bare: ``load_dataset`` → ``DeviceData`` → ``create_model`` → ``hpsearch.train.fit``, timed from model
     creation to the end of ``fit`` (no Optuna, no storage, no checkpoints);
