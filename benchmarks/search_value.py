@@ -230,7 +230,10 @@ def curve(trials: list[dict], t0: float, budget: float) -> list[tuple[float, flo
 
 def counts(trials: list[dict], t0: float, budget: float) -> dict[str, int]:
     done = [t for t in trials if t["completed"] is not None and t["completed"] - t0 <= budget]
-    tried = [t for t in trials if t.get("started") is None or t["started"] - t0 <= budget]
+    # configurations tried: distinct parameter sets started in the budget (a trial interrupted at the budget is
+    # re-queued as a WAITING copy of itself, and a retried one runs again: neither is a new configuration)
+    tried = {json.dumps(t.get("params"), sort_keys=True) for t in trials
+             if t.get("started") is None or t["started"] - t0 <= budget}
     return {"tried": len(tried), **{k: sum(t["state"] == k.upper() for t in done) for k in ("complete", "pruned", "fail")}}
 
 
