@@ -39,6 +39,8 @@ log = logging.getLogger("hpsearch")
 
 DEFAULT_URL = "sqlite:///hpsearch.db"
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@")
+# a password passed as a query parameter, as libpq and SQLAlchemy accept: ...?password=secret&sslmode=...
+_QUERY_PW = re.compile(r"(?P<key>[?&](?:password|passwd|pwd)=)(?P<pw>[^&#\s]*)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -75,16 +77,18 @@ def resolve_url(url: str | None) -> str:
 
 
 def mask_url(url: str) -> str:
-    """``postgresql://u:secret@h/db`` → ``postgresql://u:***@h/db``; other text is returned unchanged."""
-    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", url)
+    """``postgresql://u:secret@h/db`` → ``postgresql://u:***@h/db`` (and ``?password=secret`` →
+    ``?password=***``); other text is returned unchanged."""
+    return _QUERY_PW.sub(lambda m: f"{m['key']}***", _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", url))
 
 
 def mask_secrets(text: str, url: str | None) -> str:
     """Masks the password of ``url`` wherever it appears in ``text`` (e.g. in a driver's error message)."""
     text = mask_url(text)
-    m = _USERINFO.search(url or "")
-    if m and m["pw"]:
-        text = text.replace(m["pw"], "***")
+    for pattern in (_USERINFO, _QUERY_PW):
+        m = pattern.search(url or "")
+        if m and m["pw"]:
+            text = text.replace(m["pw"], "***")
     return text
 
 

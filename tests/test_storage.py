@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import optuna
 import pytest
+from conftest import run_cli
 from services import service_url
 
 from hpsearch import optuna_internals as internals
@@ -28,6 +29,19 @@ def test_masking():
     assert mask_url("sqlite:///x.db") == "sqlite:///x.db"
     assert mask_secrets("FATAL: password s3cr3t for alice@db refused", url) == \
         "FATAL: password *** for alice@db refused", "the password is masked even outside a URL"
+    in_query = "postgresql+psycopg://alice@db/hp?sslmode=require&password=Qu3ry&application_name=x"
+    assert mask_url(in_query) == "postgresql+psycopg://alice@db/hp?sslmode=require&password=***&application_name=x"
+    assert mask_secrets("connection failed: password Qu3ry rejected", in_query) == \
+        "connection failed: password *** rejected"
+
+
+def test_a_password_in_the_query_string_is_masked_in_what_the_cli_prints(tmp_path):
+    """libpq and SQLAlchemy also take the password as ?password=: masked in the retry warnings and the error
+    line of a real failed connection (port 1: refused), which print the URL."""
+    url = "postgresql+psycopg://postgres@127.0.0.1:1/test?password=Qu3ryPW0rd"
+    r = run_cli("status", "--storage", url, "--study", "x", cwd=tmp_path, env={"HPSEARCH_CONNECT_RETRY_S": "1"})
+    assert r.returncode == 1 and "cannot open storage" in r.stderr, r.stderr
+    assert "Qu3ryPW0rd" not in r.stdout + r.stderr and "test?password=***" in r.stderr
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "journal", "postgresql", "mysql", "redis"])
