@@ -320,6 +320,27 @@ def arm_row(seed: int, arm: str, r: dict, dataset: str, budget: float, threads: 
             "trials": r["trials"], "t0": r["t0"]}
 
 
+def write_plot(runs: list[dict], budget: float, path: Path) -> None:
+    """The best-so-far curves of every arm and seed as one self-contained plotly HTML page."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf"]
+    arms = list(dict.fromkeys(r["arm"] for r in runs))
+    for r in runs:
+        if not r["curve"]:
+            continue
+        xs = [s for s, _ in r["curve"]] + [budget]
+        ys = [v for _, v in r["curve"]] + [r["curve"][-1][1]]
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", line_shape="hv",
+                                 name=f"{r['arm']} seed {r['seed']}", legendgroup=r["arm"],
+                                 line={"color": colours[arms.index(r["arm"]) % len(colours)]}))
+    fig.update_layout(title=f"best val Top-1 so far, cold start, {runs[0]['dataset']}, {budget:.0f} s per arm",
+                      xaxis_title="seconds since the arm started", yaxis_title="best val Top-1 (%)",
+                      width=1000, height=560, template="plotly_white")
+    fig.write_html(path, include_plotlyjs=True, full_html=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: embedded sample, 1 epoch, 20 s per arm")
@@ -392,7 +413,8 @@ def main() -> None:
         "arms": arms, "study": str(args.study), "side_by_side": n, "threads_per_arm": threads, "variants": {a: VARIANTS[a] for a in arms if a in VARIANTS},
         "command": " ".join(["python", "benchmarks/search_value.py", *sys.argv[1:]]),
         "runs": runs, **result})
-    print(f"wrote {path}")
+    write_plot(runs, budget, path.with_suffix(".html"))
+    print(f"wrote {path} and {path.with_suffix('.html')}")
 
 
 if __name__ == "__main__":
