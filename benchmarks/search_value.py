@@ -410,7 +410,7 @@ def main() -> None:
               f"{fmt(goal['gain_points_median'], '+.2f')} points, median best {fmt(goal['default_best_median'])}%)")
     path = write_result("search_value", {
         "dataset": dataset, "device": args.device, "quick": args.quick, "budget_s": budget, "seeds": seeds,
-        "arms": arms, "study": str(args.study), "side_by_side": n, "threads_per_arm": threads, "variants": {a: VARIANTS[a] for a in arms if a in VARIANTS},
+        "arm_order": arms, "study": str(args.study), "side_by_side": n, "threads_per_arm": threads, "variants": {a: VARIANTS[a] for a in arms if a in VARIANTS},
         "command": " ".join(["python", "benchmarks/search_value.py", *sys.argv[1:]]),
         "runs": runs, **result})
     write_plot(runs, budget, path.with_suffix(".html"))

@@ -51,7 +51,8 @@ def test_quick_mode_writes_json(name, tmp_path):
             assert row["images"] == 1024 and row["image_shape"] in ([1, 28, 28], [3, 32, 32]) and row["source_path"]
             assert row["textbook_startup_s"] > 0 and row["hpsearch_startup_s"] >= 0
     if name == "search_value":  # both arms ran cold on the named data, each for the same budget
-        assert data["arms"] == ["default", "random"] and [r["arm"] for r in data["runs"]] == data["arms"]
+        assert data["arm_order"] == ["default", "random"] == [r["arm"] for r in data["runs"]]
+        assert set(data["arms"]) == {"default", "random"} and data["goal"]["statement"]  # the summary per arm
         for run in data["runs"]:
             assert run["dataset"] == "fashion-mnist-sample" and run["budget_s"] == data["budget_s"] == 20
             assert run["counts"]["tried"] >= 1
