@@ -26,8 +26,10 @@ from studies import write_study
 pytestmark = pytest.mark.slow
 
 HEARTBEAT = ["--heartbeat-interval", "1", "--grace-period", "3"]
-# three epochs of about a second each on one CPU thread, an eval point every half epoch, a checkpoint per epoch
-LONG = {"data": {"num_classes": 4, "n_images": 3000}, "train": {"max_epochs": 3, "eval_every": 0.5}}
+# ten epochs of about a second each on one CPU thread, an eval point every half epoch, a checkpoint per epoch:
+# long enough that a trial found with its first checkpoint is still running when it is signalled (with three
+# epochs, a quiet machine finished the trial before `scontrol requeue` reached it)
+LONG = {"data": {"num_classes": 4, "n_images": 3000}, "train": {"max_epochs": 10, "eval_every": 0.5}}
 
 
 @pytest.fixture(scope="module")
