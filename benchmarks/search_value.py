@@ -1,7 +1,7 @@
 """Does the search earn its keep? Cold-start search value at equal wall-clock budget, arms side by side.
 
     python benchmarks/search_value.py [--quick] [--budget-min 15] [--seeds 0,1,2]
-                                      [--arms default,random,handwritten,median,sha,hyperband,topk]
+                                      [--arms default,random,handwritten,median,sha,asha,asha2,hyperband,topk]
                                       [--study studies/fashion_mnist.toml] [--device cpu] [--keep DIR]
 
 Every arm starts COLD: the study file's ``[[enqueue]]`` warm start is removed, so no arm is handed a known
@@ -15,8 +15,9 @@ the same wall-clock budget and the same ``--seed``:
 (handwritten)  ``handwritten_baseline.py``: plain Optuna TPE + MedianPruner, per-epoch reports, torchvision
                DataLoader with PIL transforms, the space of studies/fashion_mnist.toml, the same model code
                (one seed is enough: ``--handwritten-seeds``);
-(median, sha, hyperband, topk)  the study file with only its sampler/pruner replaced (see ``VARIANTS``): the
-               candidates the shipped default is chosen from.
+(median, sha, asha, asha2, hyperband, topk)  the study file with only its sampler/pruner replaced (see
+               ``VARIANTS``): the candidates the shipped default is chosen from. ``asha``/``asha2``: hpsearch's
+               promotion-based successive halving with one rung (half an epoch) or two (0.5 and 1.5 epochs).
 
 Arms run one after another by default, interleaved by seed: all arms of seed 0, then of seed 1, ... On a
 machine that other work shares, ``--side-by-side N`` runs N arms of a seed at once with the cores split evenly
@@ -27,8 +28,10 @@ running trial and exits), SIGKILL after a grace period. Only trials finished by 
 also end sooner by itself (a plateau or target stop in its study file): its curve then simply ends.
 
 Per arm and seed: the best-so-far curve (seconds since start, best val Top-1 of the completed trials), the
-final best, the time to reach (random)'s final best of the same seed, configurations tried (trials started),
-trials completed / pruned / failed, and the share of training time spent in pruned trials. The summary gives
+final best, the time to reach (random)'s final best of the same seed, configurations tried (distinct
+parameter sets started), trials completed / pruned / failed (a paused trial that was promoted is not counted:
+its configuration went on), promotions, and the share of training time spent in configurations that were
+pruned. The summary gives
 medians and ranges over seeds. ``--quick`` is a smoke run: the embedded Fashion-MNIST sample (4,000 / 500),
 1 epoch, 20 s per arm, seed 0, arms default and random.
 """
@@ -72,6 +75,12 @@ VARIANTS: dict[str, dict[str, dict[str, str]]] = {
                "pruner": {"name": '"median"', "n_startup_trials": "2", "n_warmup_steps": "2"}},
     "sha": {"sampler": {"name": '"tpe"', "n_startup_trials": "5"},
             "pruner": {"name": '"successive_halving"', "min_resource": "1", "reduction_factor": "3"}},
+    # hpsearch's successive halving by promotion: one rung at half an epoch (the best third goes on to the end),
+    # or two (eval points 1 and 3: 0.5 and 1.5 epochs)
+    "asha": {"sampler": {"name": '"tpe"', "n_startup_trials": "4", "multivariate": "true", "group": "true"},
+             "pruner": {"name": '"asha"', "min_resource": "1", "reduction_factor": "3", "n_rungs": "1"}},
+    "asha2": {"sampler": {"name": '"tpe"', "n_startup_trials": "4", "multivariate": "true", "group": "true"},
+              "pruner": {"name": '"asha"', "min_resource": "1", "reduction_factor": "3", "n_rungs": "2"}},
     "hyperband": {"sampler": {"name": '"tpe"', "n_startup_trials": "5"},
                   "pruner": {"name": '"hyperband"', "min_resource": "1", "reduction_factor": "3"}},
     # the multi-fidelity literature's baseline: random configurations, only the top quarter after one epoch go on
@@ -195,7 +204,8 @@ def run_hpsearch(study: Path, arm: str, seed: int, budget: float, quick: bool, d
     trials = [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
                "started": t.datetime_start.timestamp() if t.datetime_start else None,
                "completed": t.datetime_complete.timestamp() if t.datetime_complete else None,
-               "wall_s": t.user_attrs.get("wall_s"), "epochs": t.user_attrs.get("epochs_completed")}
+               "wall_s": t.user_attrs.get("wall_s"), "epochs": t.user_attrs.get("epochs_completed"),
+               "promoted_from": t.user_attrs.get("promoted_from")}
               for t in stored.get_trials(deepcopy=False)]
     return {**run, "trials": trials, "t0": t0, "stop_reason": stored.user_attrs.get("stop_reason")}
 
@@ -234,15 +244,22 @@ def counts(trials: list[dict], t0: float, budget: float) -> dict[str, int]:
     # re-queued as a WAITING copy of itself, and a retried one runs again: neither is a new configuration)
     tried = {json.dumps(t.get("params"), sort_keys=True) for t in trials
              if t.get("started") is None or t["started"] - t0 <= budget}
-    return {"tried": len(tried), **{k: sum(t["state"] == k.upper() for t in done) for k in ("complete", "pruned", "fail")}}
+    promoted = {t["promoted_from"] for t in trials if t.get("promoted_from") is not None}
+    return {"tried": len(tried), **{k: sum(t["state"] == k.upper() and t["number"] not in promoted for t in done)
+                                    for k in ("complete", "pruned", "fail")},
+            "promotions": sum(t.get("promoted_from") is not None and t.get("started") is not None
+                              and t["started"] - t0 <= budget for t in trials)}
 
 
 def pruned_share(trials: list[dict], t0: float, budget: float) -> float | None:
-    """The share of the finished trials' training wall time that went into trials that were then pruned."""
+    """The share of the finished trials' training wall time that went into configurations that were then pruned
+    (a trial paused and then promoted is not wasted: its configuration went on from its checkpoint)."""
     done = [t for t in trials if t["completed"] is not None and t["completed"] - t0 <= budget
             and t.get("wall_s") is not None]
+    promoted = {t["promoted_from"] for t in trials if t.get("promoted_from") is not None}
     total = sum(t["wall_s"] for t in done)
-    return None if not total else sum(t["wall_s"] for t in done if t["state"] == "PRUNED") / total
+    return None if not total else sum(t["wall_s"] for t in done if t["state"] == "PRUNED"
+                                      and t["number"] not in promoted) / total
 
 
 def time_to_reach(points: list[tuple[float, float]], target: float | None) -> float | None:
@@ -391,7 +408,9 @@ def main() -> None:
                 share = row["pruned_share"]
                 print(f"  seed {seed} {arm:11s} best {fmt(row['best'])}%  tried {row['counts']['tried']:3d}  "
                       f"completed {row['counts']['complete']:3d}  pruned {row['counts']['pruned']:3d}  failed "
-                      f"{row['counts']['fail']:2d}  in pruned {fmt(None if share is None else 100 * share, '.0f')}%"
+                      f"{row['counts']['fail']:2d}  promotions {row['counts']['promotions']:2d}  first complete at "
+                      f"{fmt(row['curve'][0][0] if row['curve'] else None, '.0f')} s  in pruned "
+                      f"{fmt(None if share is None else 100 * share, '.0f')}%"
                       f"  (stopped: {r['stopped'] or r.get('stop_reason') or 'exited'})", flush=True)
     result = summarise(runs, arms, budget)
     print(f"\n{'arm':11s} {'best Top-1 (median, range)':>27s} {'to (random) best':>16s} {'tried':>6s} "

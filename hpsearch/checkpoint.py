@@ -7,9 +7,11 @@ Per-epoch checkpoints are written with the store's own ``write`` under a uuid4 i
 trial artifacts (a trial's system attributes could not be cleaned once it finished); the newest one's id is
 recorded on the trial (user attribute ``checkpoint``), which is what resume reads.
 
-Retention: a running trial keeps only its newest checkpoint; a pruned or failed-for-good trial keeps none;
+Retention: a running trial keeps only its newest checkpoint; a pruned or failed-for-good trial keeps none
+(except a trial paused for a promotion, see ``hpsearch.promotion``);
 completed trials keep theirs only while they rank among the best ``keep_best``. So a study's disk use is
-bounded by (running workers + keep_best) checkpoints, whatever its length. Retention also keeps optuna-dashboard
+bounded by (running workers + keep_best) checkpoints, whatever its length (with the asha pruner, plus one per
+configuration paused at a rung and not promoted: any of them may still be). Retention also keeps optuna-dashboard
 true: a kept checkpoint is registered where the dashboard lists a finished trial's artifacts (the study's system
 attributes, :func:`dashboard_artifact_key`), and a removed one is set to null there, as the dashboard's own
 delete does. Workers run retention concurrently, so both steps are idempotent (the same value written twice)
@@ -28,6 +30,7 @@ import logging
 import os
 import re
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -41,6 +44,7 @@ from hpsearch.errors import HpsearchError, SpecError
 
 log = logging.getLogger("hpsearch")
 ATTR = "checkpoint"  # trial user attribute: artifact id of the newest checkpoint
+PROMOTED_FROM = "promoted_from"  # trial user attribute: the paused trial a promoted one continues (hpsearch.promotion)
 DEFAULT_DIR = "hpsearch-artifacts"
 # Optuna names artifacts by uuid4; an id read from a (shared, writable) storage that is not a plain name, such as
 # '../x' or '/etc/x', could reach outside the artifact folder or bucket prefix: refused before any file access.
@@ -163,15 +167,19 @@ class Checkpoints:
         except Exception:  # ArtifactNotFound, or a store that cannot answer: do not list what may be gone
             return False
 
-    def apply_retention(self, study: optuna.Study) -> None:
+    def apply_retention(self, study: optuna.Study,
+                        also_keep: Callable[[list[FrozenTrial]], set[int]] | None = None) -> None:
         """Removes every checkpoint the retention rule (module docstring) no longer allows, and registers in
-        optuna-dashboard the completed trials' checkpoints it keeps."""
+        optuna-dashboard the completed trials' checkpoints it keeps. ``also_keep`` names more finished trials
+        whose checkpoints stay (the paused trials of ``hpsearch.promotion``)."""
         trials = study.get_trials(deepcopy=False)
         pending_retry = {n for t in trials if not t.state.is_finished()
                          for n in t.system_attrs.get("retry_history", [])}
         complete = sorted((t for t in trials if t.state == TrialState.COMPLETE and ATTR in t.user_attrs),
                           key=lambda t: t.value, reverse=True)
         keep = {t.number for t in complete[: self.keep_best]} | pending_retry
+        if also_keep is not None:
+            keep |= also_keep(trials)
         # Optuna 5 has no Study.set_system_attr and exports no storage ids: hpsearch.optuna_internals has them
         storage, sid = optuna_internals.study_storage(study), optuna_internals.study_id(study)
         listable = {t.number: dashboard_artifact_key(optuna_internals.trial_id(t), t.user_attrs[ATTR])
@@ -229,16 +237,28 @@ def retried_numbers(trials: list[FrozenTrial]) -> set[int]:
     return {n for t in trials for n in t.system_attrs.get("retry_history", [])}
 
 
+def parent_number(trial: FrozenTrial) -> int | None:
+    """The trial whose training this one continues: the failed trial it retries (the newest in its retry
+    history), or the paused trial it was promoted from (``hpsearch.promotion``); None for a fresh start."""
+    history = trial.system_attrs.get("retry_history", [])
+    if history:
+        return history[-1]
+    source = trial.user_attrs.get(PROMOTED_FROM)
+    return None if source is None else int(source)
+
+
 def predecessor_checkpoint(study: optuna.Study, trial: optuna.Trial) -> tuple[int, str] | None:
-    """For a retried trial: (number, artifact id) of the newest checkpoint among the trials it retries."""
+    """For a retried or promoted trial: (number, artifact id) of the newest checkpoint among the trials whose
+    training it continues (the trials it retries, the paused trial it was promoted from, and theirs)."""
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
-    history = by_number[trial.number].system_attrs.get("retry_history", [])
-    if not history:
-        return None
-    for number in reversed(history):
-        t = by_number.get(number)
-        if t is not None and t.user_attrs.get(ATTR):
+    seen = {trial.number}
+    number = parent_number(by_number[trial.number])
+    while number is not None and number not in seen and number in by_number:
+        t = by_number[number]
+        if t.user_attrs.get(ATTR):
             return number, t.user_attrs[ATTR]
+        seen.add(number)
+        number = parent_number(t)
     return None
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import optuna
 import torch
 
-from hpsearch import faults, trial_artifacts
+from hpsearch import faults, promotion, trial_artifacts
 from hpsearch.build import build_model, device_data, train_config
 from hpsearch.checkpoint import Checkpoints, predecessor_checkpoint
 from hpsearch.data.base import Dataset
@@ -105,6 +105,7 @@ class TrialRun:
     t0: float  # perf_counter at the start
     model: torch.nn.Module | None = None
     resume: dict | None = None
+    pause: promotion.PauseHook | None = None  # the asha pruner's rung stop (hpsearch.promotion)
 
 
 class Objective:
@@ -116,6 +117,7 @@ class Objective:
         self.checkpoints, self.stop = checkpoints, stop
         self._views: dict[tuple[float, int], DeviceData] = {}
         self.progress = progress
+        self.rungs = promotion.rungs(spec) if checkpoints is not None else None  # pausing needs checkpoints
         self.last_failed = False  # the most recent trial raised (its memory is released by the worker)
 
     def device_data(self, fraction: float, image_size: int) -> tuple[DeviceData, Dataset]:
@@ -131,6 +133,8 @@ class Objective:
         run = self.start(trial)
         try:
             run.resume = self._resume_state(trial, run.reporter)
+            if run.pause is not None and run.resume is not None:
+                run.pause.at_step = self.rungs.next_after(len(run.resume["points"]))
             self.build(run)
             result = fit(run.model, run.data, run.cfg, run.hooks, resume=run.resume)
         except (Exception, Interrupted) as e:
@@ -165,9 +169,14 @@ class Objective:
         all_hooks: list[Any] = [reporter, *extra]
         if self.checkpoints is not None:
             all_hooks.append(CheckpointHook(self.checkpoints, trial))
+        pause = None
+        if self.rungs is not None:
+            checkpoints = self.checkpoints
+            pause = promotion.PauseHook(self.rungs.next_after(0), lambda state: checkpoints.save(trial, state))
+            all_hooks.append(pause)
         if self.progress and hooks is None:
             self.progress.trial_started(trial.number, values, cfg, data.n_train)
-        return TrialRun(trial, values, data, ds, seed, cfg, reporter, all_hooks, t0)
+        return TrialRun(trial, values, data, ds, seed, cfg, reporter, all_hooks, t0, pause=pause)
 
     def build(self, run: TrialRun, solo: bool = True) -> None:
         """The trial's model on the device; a solo one gets $HPSEARCH_FAULTS' hooks when that is set (a pack's
@@ -179,12 +188,17 @@ class Objective:
 
     def ended(self, run: TrialRun, e: BaseException) -> BaseException:
         """Records why the trial stopped early and returns what to raise: ``optuna.TrialPruned`` for a pruned,
-        diverged or timed-out trial (state PRUNED), else ``e`` itself (state FAIL; an interrupt re-queues)."""
+        paused (asha), diverged or timed-out trial (state PRUNED), else ``e`` itself (state FAIL; an interrupt re-queues)."""
         trial, reporter, t0 = run.trial, run.reporter, run.t0
         if isinstance(e, optuna.TrialPruned):
             self.last_failed = False
             self._record(trial, reporter, t0, reason=str(e))
             return e
+        if isinstance(e, promotion.Paused):
+            self.last_failed = False
+            trial.set_user_attr(promotion.PAUSED_AT, e.step)
+            self._record(trial, reporter, t0, reason=f"paused at rung {e.step} (epoch {e.epoch:.2f})")
+            return optuna.TrialPruned(str(e))
         if isinstance(e, Interrupted):
             epoch = reporter.last.epoch if reporter.last else 0
             self._record(trial, reporter, t0, reason=f"interrupted ({e}) after epoch {epoch:.2f}; re-queued")
@@ -213,7 +227,8 @@ class Objective:
         return result.top1
 
     def _resume_state(self, trial: optuna.Trial, reporter: Reporter) -> dict | None:
-        """For a retried trial: its predecessor's newest checkpoint, with the learning curve carried over."""
+        """For a retried or promoted trial: its predecessor's newest checkpoint, with the learning curve carried
+        over."""
         if self.checkpoints is None:
             return None
         found = predecessor_checkpoint(trial.study, trial)
@@ -229,9 +244,12 @@ class Objective:
             trial.report(p["top1"], p["step"])
         if state["points"]:
             reporter.last = EvalPoint(**state["points"][-1])
+        # epochs trained: a whole number, or (a checkpoint made mid-epoch, at a rung) the last eval point's
+        epoch = round(state["points"][-1]["epoch"], 4) if state.get("batch") else state["epoch"]
         trial.set_user_attr("resumed_from_trial", number)
-        trial.set_user_attr("resumed_at_epoch", state["epoch"])
-        print(f"trial {trial.number}: resuming trial {number} at epoch {state['epoch']}", flush=True,
+        trial.set_user_attr("resumed_at_epoch", epoch)
+        how = "promoted from" if promotion.PROMOTED_FROM in trial.user_attrs else "resuming"
+        print(f"trial {trial.number}: {how} trial {number} at epoch {epoch:g}", flush=True,
               file=getattr(self.progress, "stream", None))
         return state
 

@@ -351,9 +351,10 @@ def fit_pack(models: Sequence[nn.Module], data: DeviceData, cfgs: Sequence[Train
     total_steps = n_batches * first.max_epochs
     eval_at = eval_steps(first, n_batches)
     points: list[list[EvalPoint]] = [[] for _ in range(k)]
-    step = images = start_epoch = 0
+    step = images = start_epoch = start_batch = 0
     train_s = 0.0
     if resume is not None:
+        start_batch = resume[0].get("batch", 0)
         for model, state in zip(models, resume, strict=True):
             model.load_state_dict(state["model"])
         g_perm.set_state(resume[0]["rng_perm"])
@@ -404,23 +405,32 @@ def fit_pack(models: Sequence[nn.Module], data: DeviceData, cfgs: Sequence[Train
         if leaving:
             drop(leaving)
 
-    def checkpoint_of(row: int, i: int, epoch: int) -> Callable[[], dict]:
+    def checkpoint_of(row: int, i: int, epoch: int, batch: int = 0) -> Callable[[], dict]:
+        """Member i's state in ``fit``'s format: after ``epoch``, or after ``batch`` batches of it (see ``fit``)."""
+        mid = 0 < batch < n_batches
+
         def checkpoint() -> dict:
             templates[i].load_state_dict(model.member_state_dict(row))
             opt_state, sched_state = optimizer.member_states(row, templates[i], cfgs[i], total_steps)
             return {"model": model.member_state_dict(row), "optimizer": opt_state, "scheduler": sched_state,
-                    "scaler": {}, "rng_perm": g_perm.get_state(), "rng_aug": g_aug.get_state().cpu(),
-                    "rng_torch": torch.get_rng_state(), "epoch": epoch + 1, "step": step, "images": images,
-                    "train_s": train_s, "points": [asdict(p) for p in points[i]], "config": asdict(cfgs[i])}
+                    "scaler": {}, "rng_perm": epoch_perm_state if mid else g_perm.get_state(),
+                    "rng_aug": g_aug.get_state().cpu(), "rng_torch": torch.get_rng_state(),
+                    "epoch": epoch if mid else epoch + 1, "batch": batch if mid else 0, "step": step,
+                    "images": images, "train_s": train_s, "points": [asdict(p) for p in points[i]],
+                    "config": asdict(cfgs[i])}
 
         return checkpoint
 
     t_train = time.perf_counter()
     try:
         for epoch in range(start_epoch, first.max_epochs):
+            epoch_perm_state = g_perm.get_state()
+            skip = start_batch if epoch == start_epoch else 0
             for b, idx in enumerate(epoch_batches(data.n_train, first.batch_size, g_perm, device)):
                 if not alive:
                     break
+                if b < skip:  # resumed in the middle of this epoch
+                    continue
                 xb = aug(data.train_x[idx])  # (K, B, C, H, W)
                 yb = data.train_y[idx]
                 with autocast(device, first.precision):
@@ -457,6 +467,8 @@ def fit_pack(models: Sequence[nn.Module], data: DeviceData, cfgs: Sequence[Train
                     loss_sum.zero_()
                     loss_count = 0
                     each_member("on_eval", [(points[i][-1],) for i in alive])
+                    each_member("on_eval_state", [(points[i][-1], checkpoint_of(row, i, epoch, b + 1))
+                                                  for row, i in enumerate(alive)])
                     t_train = time.perf_counter()
                 if first.max_seconds is not None and (spent := time.perf_counter() - t_start) > first.max_seconds:
                     drop({row: TimeLimit(step / n_batches, spent, first.max_seconds) for row in range(len(alive))})

@@ -229,6 +229,8 @@ PRUNER_OPTIONS: dict[str, dict[str, tuple]] = {
                            "min_early_stopping_rate": (int, 0, None)},
     "hyperband": {"min_resource": (int, 1, None), "max_resource": (int, 1, None),
                   "reduction_factor": (int, 2, None)},
+    # promotion-based successive halving (hpsearch.promotion): min_resource is the first rung's eval point
+    "asha": {"min_resource": (int, 1, None), "reduction_factor": (int, 2, None), "n_rungs": (int, 1, None)},
     "patient": {"patience": (int, 0, None), "min_delta": (float, 0.0, None),
                 "wrapped": (str, ("median", "percentile", "none")), **_STEPS, "percentile": (float, 0.0, 100.0)},
     "none": {},
@@ -544,6 +546,16 @@ def _check_image_sizes(data: DataSpec, space: tuple[Dimension, ...]) -> None:
                             f"to {need} or more (images are resized for each trial)")
 
 
+def _check_rungs(opts: dict[str, Any], train: TrainSpec) -> None:
+    """The asha pruner pauses at rung eval points: the first must come before the last eval point."""
+    low = opts.get("min_resource", 1)
+    last = math.ceil(train.max_epochs / train.eval_every - 1e-9)
+    if low >= last:
+        raise SpecError(f"`pruner.min_resource` is {low} eval point(s), but a trial has {last} "
+                        f"(`train.max_epochs` / `train.eval_every`): the first rung of the asha pruner must come "
+                        "before the last eval point")
+
+
 def parse_spec(raw: dict[str, Any]) -> Spec:
     """Validates a parsed TOML (or stored JSON) document and returns the frozen spec."""
     if not isinstance(raw, dict):
@@ -564,10 +576,13 @@ def parse_spec(raw: dict[str, Any]) -> Spec:
     space = _parse_space(raw.get("space"))
     data = _parse_data(raw["data"])
     _check_image_sizes(data, space)
+    train = _parse_train(raw.get("train", {}))
+    if pruner_name == "asha":
+        _check_rungs(pruner_opts, train)
     return Spec(
         study=_parse_study(raw["study"]),
         data=data,
-        train=_parse_train(raw.get("train", {})),
+        train=train,
         sampler=SamplerSpec(sampler_name, sampler_opts),
         pruner=PrunerSpec(pruner_name, pruner_opts),
         space=space,

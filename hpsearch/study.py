@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 from hpsearch import __version__
 from hpsearch.checkpoint import retried_numbers
 from hpsearch.errors import HpsearchError, SpecError, StudyNotFound
+from hpsearch.promotion import superseded
 from hpsearch.spec import Spec, parse_spec
 from hpsearch.storage import open_storage
 
@@ -70,20 +71,26 @@ def _simple_pruner(name: str, opts: dict) -> optuna.pruners.BasePruner:
         return optuna.pruners.SuccessiveHalvingPruner(**opts)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(**opts)
-    return optuna.pruners.NopPruner()
+    return optuna.pruners.NopPruner()  # "none", and "asha": its trials pause and are promoted (hpsearch.promotion)
 
 
-def _counts(t, retried: set[int]) -> bool:
-    """Whether trial ``t`` counts toward the target: not a re-queued failure, not a surplus start."""
+def _superseded(trials: list) -> set[int]:
+    """Trials whose configuration goes on in a newer trial: re-queued failures, promoted paused trials."""
+    return retried_numbers(trials) | superseded(trials)
+
+
+def _counts(t, gone: set[int]) -> bool:
+    """Whether trial ``t`` counts toward the target: not superseded (``gone``), not a surplus start."""
     if t.user_attrs.get("surplus"):
         return False
-    return not (t.state == TrialState.FAIL and t.number in retried)
+    return not (t.state in (TrialState.FAIL, TrialState.PRUNED) and t.number in gone)
 
 
 def finished_count(trials: list) -> int:
-    """Finished trials toward the target: COMPLETE + PRUNED + FAIL, minus re-queued failures and surplus."""
-    retried = retried_numbers(trials)
-    return sum(1 for t in trials if t.state.is_finished() and _counts(t, retried))
+    """Finished trials toward the target: COMPLETE + PRUNED + FAIL, minus re-queued failures, promoted paused
+    trials and surplus: each configuration counts once."""
+    gone = _superseded(trials)
+    return sum(1 for t in trials if t.state.is_finished() and _counts(t, gone))
 
 
 class Surplus(Exception):
@@ -93,8 +100,8 @@ class Surplus(Exception):
 def is_surplus(trials: list, number: int, target: int) -> bool:
     """Trial numbers are handed out atomically by the storage, so ranking by number settles races: a trial
     is surplus when the counted trials numbered below it (finished, running or queued) reach the target."""
-    retried = retried_numbers(trials)
-    return sum(1 for t in trials if t.number < number and _counts(t, retried)) >= target
+    gone = _superseded(trials)
+    return sum(1 for t in trials if t.number < number and _counts(t, gone)) >= target
 
 
 def stop_reason(trials: list, patience: int | None, min_delta: float = 0.0, target: float | None = None) -> str | None:
@@ -109,8 +116,8 @@ def stop_reason(trials: list, patience: int | None, min_delta: float = 0.0, targ
             return f"target reached: trial {best.number} has val Top-1 {best.value:.2f}% ≥ {target:g}%"
     if patience is None:
         return None
-    retried = retried_numbers(trials)
-    done = sorted((t for t in trials if t.state.is_finished() and _counts(t, retried) and t.datetime_complete),
+    gone = _superseded(trials)
+    done = sorted((t for t in trials if t.state.is_finished() and _counts(t, gone) and t.datetime_complete),
                   key=lambda t: (t.datetime_complete, t.number))
     best, best_trial, since = None, None, 0
     for t in done:

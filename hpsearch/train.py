@@ -10,6 +10,7 @@ of training in every trial, whatever its batch size.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -100,6 +101,10 @@ class Hook(Protocol):
     def on_epoch_end(self, epoch: int, checkpoint: Callable[[], dict]) -> None:
         """``epoch`` epochs are done; ``checkpoint()`` builds the state to resume from (see ``fit``)."""
 
+    def on_eval_state(self, point: EvalPoint, checkpoint: Callable[[], dict]) -> None:
+        """Called after ``on_eval``; ``checkpoint()`` builds the state to resume from at this eval point, which
+        may fall in the middle of an epoch (a hook that pauses training there saves it, then raises)."""
+
 
 # ----------------------------------------------------------------------------------------------------------
 
@@ -183,9 +188,10 @@ def fit(model: nn.Module, data: DeviceData, cfg: TrainConfig, hooks: Sequence[An
         resume: dict | None = None) -> FitResult:
     """Trains ``model`` for ``cfg.max_epochs`` epochs, evaluating every ``cfg.eval_every`` epochs.
 
-    ``resume`` is a checkpoint made by a previous run's ``on_epoch_end`` hook: model, optimizer, schedule,
-    grad scaler, RNG states and eval points are restored and training goes on at the next epoch, so the
-    result equals an uninterrupted run with the same seed (on the CPU; cuDNN may differ in the last bits).
+    ``resume`` is a checkpoint made by a previous run's ``on_epoch_end`` or ``on_eval_state`` hook: model,
+    optimizer, schedule, grad scaler, RNG states and eval points are restored and training goes on where it
+    stopped (at the next epoch, or mid-epoch at the next batch), so the result equals an uninterrupted run with
+    the same seed (on the CPU; cuDNN may differ in the last bits).
     Checkpoints hold only tensors and plain Python values: they load with ``torch.load(weights_only=True)``.
     """
     device = data.device
@@ -209,7 +215,7 @@ def fit(model: nn.Module, data: DeviceData, cfg: TrainConfig, hooks: Sequence[An
     model.train()
     points: list[EvalPoint] = []
     confusion: torch.Tensor | None = None  # filled by the final evaluation
-    step = images = start_epoch = 0
+    step = images = start_epoch = start_batch = 0
     train_s = 0.0
     if resume is not None:
         model.load_state_dict(resume["model"])
@@ -220,19 +226,29 @@ def fit(model: nn.Module, data: DeviceData, cfg: TrainConfig, hooks: Sequence[An
         g_aug.set_state(resume["rng_aug"].to(g_aug.device) if g_aug.device.type != "cpu" else resume["rng_aug"])
         torch.set_rng_state(resume["rng_torch"])
         start_epoch, step, images, train_s = resume["epoch"], resume["step"], resume["images"], resume["train_s"]
+        start_batch = resume.get("batch", 0)
         points = [EvalPoint(**p) for p in resume["points"]]
 
-    def checkpoint() -> dict:
+    def checkpoint(batch: int = 0) -> dict:
+        """The state to resume from: after ``epoch``, or (``batch`` > 0) after ``batch`` batches of it. Then the
+        data order's generator is the one the epoch started with: the resumed run draws the same permutation
+        and skips the batches already trained."""
+        mid = 0 < batch < n_batches
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng_perm": g_perm.get_state(),
-                "rng_aug": g_aug.get_state().cpu(), "rng_torch": torch.get_rng_state(), "epoch": epoch + 1,
-                "step": step, "images": images, "train_s": train_s, "points": [asdict(p) for p in points],
-                "config": asdict(cfg)}
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "rng_perm": epoch_perm_state if mid else g_perm.get_state(), "rng_aug": g_aug.get_state().cpu(),
+                "rng_torch": torch.get_rng_state(), "epoch": epoch if mid else epoch + 1,
+                "batch": batch if mid else 0, "step": step, "images": images, "train_s": train_s,
+                "points": [asdict(p) for p in points], "config": asdict(cfg)}
     loss_sum = torch.zeros((), device=device)
     loss_count = 0
     t_train = time.perf_counter()
     for epoch in range(start_epoch, cfg.max_epochs):
+        epoch_perm_state = g_perm.get_state()
+        skip = start_batch if epoch == start_epoch else 0
         for b, idx in enumerate(epoch_batches(data.n_train, cfg.batch_size, g_perm, device)):
+            if b < skip:  # resumed in the middle of this epoch: these batches were trained before
+                continue
             xb = augmenter(data.train_x[idx])
             yb = data.train_y[idx]
             with autocast(device, cfg.precision):
@@ -264,6 +280,7 @@ def fit(model: nn.Module, data: DeviceData, cfg: TrainConfig, hooks: Sequence[An
                 loss_sum.zero_()
                 loss_count = 0
                 _call(hooks, "on_eval", point)
+                _call(hooks, "on_eval_state", point, functools.partial(checkpoint, b + 1))
                 t_train = time.perf_counter()
             check_time()
         # every epoch, the last included (a completed trial keeps its final checkpoint)

@@ -25,7 +25,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from hpsearch import faults
+from hpsearch import faults, promotion
 from hpsearch import optuna_internals as internals
 from hpsearch.checkpoint import Checkpoints, open_artifact_store, retried_numbers
 from hpsearch.data import load_dataset
@@ -103,6 +103,8 @@ def run_worker(spec: Spec, study: optuna.Study, opts: WorkerOptions, stream: Tex
         print(f"warning: fault injection is on (${faults.ENV}={fault_spec}): trials will fail on purpose",
               file=stream, flush=True)
     flag = StopFlag()
+    rungs = promotion.rungs(spec)
+    keep_paused = promotion.checkpoints_needed if rungs is not None else None
     objective = None
     live = None if not os.environ.get("HPSEARCH_NO_LIVE") else False
     progress = Progress(stream, live=live)
@@ -117,9 +119,13 @@ def run_worker(spec: Spec, study: optuna.Study, opts: WorkerOptions, stream: Tex
             if deadline is not None and time.monotonic() >= deadline:
                 print("timeout reached: no new trials", file=stream)
                 break
+            reason = stop_reason(trials, spec.study.patience, spec.study.min_delta, spec.study.target)
+            # asha: a promotion goes first, even once the target is met (it continues a configuration, adds none)
+            if rungs is not None and not waiting and not reason and promotion.promote(study, rungs) is not None:
+                continue
             if done >= target:
                 break
-            if reason := stop_reason(trials, spec.study.patience, spec.study.min_delta, spec.study.target):
+            if reason:
                 print(f"study stopped: {reason}", file=stream, flush=True)
                 break
             if done + running >= target and not waiting:
@@ -153,13 +159,18 @@ def run_worker(spec: Spec, study: optuna.Study, opts: WorkerOptions, stream: Tex
                 return 128 + e.signum
             if objective.last_failed:
                 release_memory(device)  # a failed trial's traceback (and its tensors) is gone only now
-            checkpoints.apply_retention(study)
+            checkpoints.apply_retention(study, keep_paused)
     return 0
 
 
 def _guard(objective: Objective, target: int):
     def guarded(trial: optuna.Trial) -> float:
-        if is_surplus(trial.study.get_trials(deepcopy=False), trial.number, target):
+        trials = trial.study.get_trials(deepcopy=False)
+        if (first := promotion.duplicate_of(trials, trial.number)) is not None:
+            trial.set_user_attr("surplus", True)
+            trial.set_user_attr("reason", f"surplus: trial {first} already continues the same paused trial")
+            raise Surplus(f"trial {trial.number} is not needed: another worker promoted the same trial")
+        if is_surplus(trials, trial.number, target):
             trial.set_user_attr("surplus", True)
             trial.set_user_attr("reason", f"surplus: the study already had {target} trials when it started")
             raise Surplus(f"trial {trial.number} is not needed: other workers filled the target")

@@ -113,6 +113,36 @@ def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(data, tmp_path):
     assert result.top1 == straight.points[-1].top1
 
 
+@pytest.mark.parametrize("stop_at", [1, 3])  # in the middle of epoch 1, and of epoch 2
+def test_resume_from_a_mid_epoch_eval_point_equals_an_uninterrupted_run(data, tmp_path, stop_at):
+    cfg = config(max_epochs=2, eval_every=0.5, aug_strength=0.5, seed=5)
+    torch.manual_seed(0)
+    straight = Recorder()
+    fit(create_model("vgg", 4, 1, 28, stages=1, width=8), data, cfg, [straight])
+
+    class Pause(Exception):
+        pass
+
+    class SaveAt:
+        def on_eval_state(self, point, checkpoint):
+            if point.step == stop_at:
+                torch.save(checkpoint(), tmp_path / "ckpt.pt")
+                raise Pause
+
+    torch.manual_seed(0)
+    with pytest.raises(Pause):
+        fit(create_model("vgg", 4, 1, 28, stages=1, width=8), data, cfg, [SaveAt()])
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert ckpt["batch"] > 0 and ckpt["epoch"] == stop_at // 2, "a checkpoint in the middle of an epoch"
+    torch.manual_seed(99)
+    resumed = Recorder()
+    result = fit(create_model("vgg", 4, 1, 28, stages=1, width=8), data, cfg, [resumed], resume=ckpt)
+    assert [p.step for p in resumed.points] == list(range(stop_at + 1, 5))
+    assert [p.top1 for p in resumed.points] == [p.top1 for p in straight.points[stop_at:]]
+    assert [p.train_loss for p in resumed.points] == [p.train_loss for p in straight.points[stop_at:]]
+    assert result.top1 == straight.points[-1].top1
+
+
 def test_final_evaluation_counts_the_confusion_matrix(data):
     from hpsearch.trial_artifacts import confusion_matrix
 

@@ -1,0 +1,196 @@
+"""The asha pruner: successive halving by promotion (hpsearch.promotion). Configurations pause at rung epochs
+with their checkpoints kept; the top 1/η of a rung are promoted and continue, from that checkpoint, in a new
+trial. The rule is checked on real Optuna studies; the mechanism on real studies run by the CLI (SQLite, and two
+workers on PostgreSQL)."""
+
+from __future__ import annotations
+
+import optuna
+import torch
+from conftest import run_cli
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
+from services import service_url, unique
+
+from hpsearch.build import build_model, device_data, train_config
+from hpsearch.checkpoint import ATTR, PROMOTED_FROM
+from hpsearch.data import load_dataset
+from hpsearch.fidelity import apply_fidelity
+from hpsearch.promotion import (
+    PAUSED_AT,
+    Rungs,
+    checkpoints_needed,
+    duplicate_of,
+    promotable,
+    rungs,
+)
+from hpsearch.spec import load_spec
+from hpsearch.storage import open_storage
+from hpsearch.study import finished_count, stored_spec
+from hpsearch.train import fit
+from studies import write_study
+
+RUNGS = Rungs(steps=(2, 6), eta=3)
+
+
+def _add(study: optuna.Study, curve: list[float], state=TrialState.PRUNED, paused: int | None = None,
+         checkpoint: str | None = "ckpt", promoted_from: int | None = None, x: float | None = None) -> int:
+    """Adds a trial with val Top-1 ``curve`` at steps 1, 2, ...; returns its number."""
+    attrs = {}
+    if paused is not None:
+        attrs[PAUSED_AT] = paused
+    if checkpoint:
+        attrs[ATTR] = f"{checkpoint}-{len(study.trials)}"
+    if promoted_from is not None:
+        attrs[PROMOTED_FROM] = promoted_from
+    value = curve[-1] if state == TrialState.COMPLETE else None
+    study.add_trial(create_trial(state=state, value=value, params={"x": len(study.trials) if x is None else x},
+                                 distributions={"x": FloatDistribution(0, 1000)}, user_attrs=attrs,
+                                 intermediate_values=dict(enumerate(curve, start=1))))
+    return len(study.trials) - 1
+
+
+def test_the_top_third_of_a_rung_is_promoted_highest_rung_first():
+    study = optuna.create_study(direction="maximize")
+    _add(study, [40, 50], paused=2)
+    b = _add(study, [40, 70], paused=2)
+    assert promotable(study.trials, RUNGS) is None, "two configurations at a rung: ⌊2/3⌋ = 0 promotions"
+    _add(study, [40, 60], paused=2)
+    assert promotable(study.trials, RUNGS).number == b, "three: the best is promoted"
+    # b goes on in a new trial (running, no values of its own yet): its configuration still holds its place
+    _add(study, [], state=TrialState.RUNNING, promoted_from=b, checkpoint=None, x=b)
+    assert promotable(study.trials, RUNGS) is None, "the top 1 of 3 is promoted already"
+    _add(study, [40, 10], paused=2)
+    _add(study, [40, 20], paused=2)
+    assert promotable(study.trials, RUNGS) is None, "five at the rung: the top 1 is b, promoted"
+    c = _add(study, [40, 65], paused=2)
+    assert promotable(study.trials, RUNGS).number == c, "six: the top 2 are b and 65 (60 is third)"
+    # higher rungs first: three configurations paused at step 6
+    study2 = optuna.create_study(direction="maximize")
+    for v in (80, 90, 85):
+        _add(study2, [40, 60, 70, 75, 78, v], paused=6)
+    for v in (50, 70, 60):
+        _add(study2, [40, v], paused=2)
+    assert promotable(study2.trials, RUNGS).number == 1, "rung 3's best goes before rung 1's"
+    # a paused trial whose checkpoint is gone cannot be promoted; a completed configuration is not paused
+    study3 = optuna.create_study(direction="maximize")
+    _add(study3, [40, 90], paused=2, checkpoint=None)
+    _add(study3, [40, 10], paused=2)
+    _add(study3, [40, 20], state=TrialState.COMPLETE)
+    assert promotable(study3.trials, RUNGS) is None
+
+
+def test_a_configuration_counts_once_and_duplicate_promotions_are_found():
+    study = optuna.create_study(direction="maximize")
+    p = _add(study, [40, 70], paused=2)
+    _add(study, [40, 50], paused=2)
+    _add(study, [40, 60], paused=2)
+    assert finished_count(study.trials) == 3
+    child = _add(study, [40, 70, 75, 80], state=TrialState.COMPLETE, promoted_from=p, x=p)
+    assert finished_count(study.trials) == 3, "the promoted paused trial is superseded by its continuation"
+    assert duplicate_of(study.trials, child) is None
+    copy = _add(study, [], state=TrialState.RUNNING, promoted_from=p, checkpoint=None, x=p)
+    assert duplicate_of(study.trials, copy) == child, "a second promotion of the same paused trial"
+    # checkpoints: the promoted trial's continuation has its own, the two others may still be promoted
+    assert checkpoints_needed(study.trials) == {1, 2}
+
+
+def test_checkpoints_of_paused_trials_stay_until_their_continuation_saves_its_own():
+    study = optuna.create_study(direction="maximize")
+    p = _add(study, [40, 70], paused=2)
+    _add(study, [], state=TrialState.WAITING, promoted_from=p, checkpoint=None, x=p)
+    assert checkpoints_needed(study.trials) == {p}, "the waiting continuation will resume from it"
+    study2 = optuna.create_study(direction="maximize")
+    p = _add(study2, [40, 70], paused=2)
+    q = _add(study2, [40, 70, 72, 74, 76, 78], paused=6, promoted_from=p, x=p)  # promoted, paused again
+    assert checkpoints_needed(study2.trials) == {q}
+
+
+def test_rungs_from_the_spec(tmp_path):
+    spec = load_spec(write_study(tmp_path / "s.toml", train={"max_epochs": 5, "eval_every": 0.5},
+                                 pruner={"name": "asha", "min_resource": 1, "reduction_factor": 3}))
+    assert rungs(spec).steps == (1, 3, 9), "eval points 1, 3, 9 of 10"
+    spec = load_spec(write_study(tmp_path / "s.toml", train={"max_epochs": 9, "eval_every": 1},
+                                 pruner={"name": "asha", "min_resource": 2, "reduction_factor": 2, "n_rungs": 2}))
+    assert rungs(spec).steps == (2, 4) and rungs(spec).next_after(2) == 4 and rungs(spec).next_after(4) is None
+
+
+def test_rungs_that_cannot_be_reached_are_usage_errors(tmp_path):
+    for pruner, train, says in (
+        ({"min_resource": 4}, {"max_epochs": 2}, "`pruner.min_resource` is 4 eval point(s), but a trial has 4"),
+        ({"reduction_factor": 1}, {"max_epochs": 3}, "`pruner.reduction_factor` is 1, but must be ≥ 2"),
+    ):
+        spec = write_study(tmp_path / "s.toml", train=train, pruner={"name": "asha", **pruner})
+        r = run_cli("run", str(spec), "--storage", f"sqlite:///{tmp_path / 's.db'}", cwd=tmp_path)
+        assert r.returncode == 2 and says in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+ASHA = {"data": {"num_classes": 4, "n_images": 400}, "train": {"max_epochs": 3, "eval_every": 0.5},
+        "pruner": {"name": "asha", "min_resource": 1, "reduction_factor": 2, "n_rungs": 2},  # eval points 1, 2
+        "space": {"lr": {"low": 1e-3, "high": 0.05, "log": True}, "batch_size": 32, "weight_decay": 5e-4}}
+
+
+def test_a_promoted_configuration_ends_as_if_it_had_never_paused(tmp_path):
+    spec_path = write_study(tmp_path / "s.toml", ASHA, name="asha", n_trials=6)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    r = run_cli("run", str(spec_path), "--storage", url, "--artifacts", str(tmp_path / "art"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    study = optuna.load_study(study_name="asha", storage=url)
+    trials = study.get_trials()
+    assert finished_count(trials) == 6
+    promoted = [t for t in trials if PROMOTED_FROM in t.user_attrs]
+    assert promoted, "with η = 2 at least one configuration of six is promoted"
+    assert len({str(t.params) for t in trials}) == 6, "promotions are no new configurations"
+    by_number = {t.number: t for t in trials}
+    for t in promoted:
+        parent = by_number[t.user_attrs[PROMOTED_FROM]]
+        assert parent.state == TrialState.PRUNED and t.params == parent.params
+        assert t.user_attrs["resumed_from_trial"] == parent.number
+        assert max(parent.intermediate_values) == parent.user_attrs[PAUSED_AT] in (1, 2), "paused at a rung"
+        assert abs(t.user_attrs["resumed_at_epoch"] - 0.5 * parent.user_attrs[PAUSED_AT]) < 0.1  # 6 batches an epoch
+        assert {k: v for k, v in t.intermediate_values.items() if k in parent.intermediate_values} == \
+            parent.intermediate_values, "the learning curve carries over"
+        assert f"trial {t.number}: promoted from trial {parent.number} at epoch" in r.stderr
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert done and all(PROMOTED_FROM in t.user_attrs for t in done), "only promoted configurations train to the end"
+    # the completed configuration's result equals an uninterrupted run with the first trial's seed
+    final = done[0]
+    root = final
+    while PROMOTED_FROM in root.user_attrs:
+        root = by_number[root.user_attrs[PROMOTED_FROM]]
+    spec = stored_spec(study)
+    values = final.user_attrs["config"]
+    ds = apply_fidelity(load_dataset(spec.data, spec.study.seed), 1.0, 0, spec.study.seed)
+    seed = spec.study.seed + root.number
+    device = torch.device("cpu")
+    result = fit(build_model(values, ds, device, seed), device_data(ds, device),
+                 train_config(spec, values, seed, "fp32"))
+    assert result.top1 == final.value
+    assert [p.top1 for p in result.points] == [final.intermediate_values[s] for s in sorted(final.intermediate_values)]
+    # checkpoints: the paused trials not promoted keep theirs (each may still be promoted); promoted ones do not
+    paused = [t for t in trials if t.state == TrialState.PRUNED and t.number not in
+              {p.user_attrs[PROMOTED_FROM] for p in promoted}]
+    files = {f.name for f in (tmp_path / "art").iterdir()}
+    assert all(t.user_attrs[ATTR] in files for t in paused)
+    assert not any(by_number[t.user_attrs[PROMOTED_FROM]].user_attrs[ATTR] in files for t in promoted
+                   if ATTR in t.user_attrs)
+
+
+def test_two_workers_on_postgresql_promote_each_configuration_once(tmp_path):
+    url = service_url("postgresql")
+    name = unique("asha")
+    spec = write_study(tmp_path / "s.toml", ASHA, name=name, n_trials=10, data={"n_images": 300})
+    try:
+        r = run_cli("run", str(spec), "--storage", url, "--workers", "2", "--artifacts", str(tmp_path / "art"),
+                    cwd=tmp_path, timeout=600)
+        assert r.returncode == 0, r.stderr
+        trials = optuna.load_study(study_name=name, storage=open_storage(url, heartbeat=None)).get_trials()
+        assert finished_count(trials) == 10 and all(t.state.is_finished() for t in trials)
+        counted = [t for t in trials if not t.user_attrs.get("surplus")]
+        sources = [t.user_attrs[PROMOTED_FROM] for t in counted if PROMOTED_FROM in t.user_attrs]
+        assert sources and len(sources) == len(set(sources)), "no paused trial goes on twice"
+        assert len({str(t.params) for t in counted}) == 10
+        assert promotable(trials, rungs(load_spec(spec))) is None, "the workers made every promotion due"
+    finally:
+        optuna.delete_study(study_name=name, storage=open_storage(url, heartbeat=None))
