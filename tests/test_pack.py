@@ -158,6 +158,32 @@ def test_a_pack_checkpoint_resumes_solo(data):
     assert_same_curve(resumed.points, recs[2].points[2:])
 
 
+def test_a_pack_checkpoint_made_mid_epoch_resumes_solo(data):
+    """At an eval point in the middle of an epoch (a rung of the asha pruner): the member's checkpoint resumes
+    solo at the next batch and trains on as it would have in the pack."""
+    ds, dd = data
+    cfgs = [dataclasses.replace(c, max_epochs=2) for c in configs()]
+    saved: dict[int, dict] = {}
+
+    class Keep(Points):
+        def __init__(self, i):
+            super().__init__()
+            self.i = i
+
+        def on_eval_state(self, point, checkpoint):
+            if point.step == 3:  # 1.5 epochs
+                saved[self.i] = checkpoint()
+
+    recs = [Keep(i) for i in range(K)]
+    fit_pack(models_for("vgg", ds, cfgs), dd, cfgs, [[r] for r in recs])
+    state = saved[1]
+    assert state["epoch"] == 1 and state["batch"] > 0 and len(state["points"]) == 3
+    resumed = Points()
+    result = fit(models_for("vgg", ds, [cfgs[1]])[0], dd, cfgs[1], [resumed], resume=state)
+    assert len(result.points) == 4 and [p.step for p in resumed.points] == [4]
+    assert_same_curve(resumed.points, recs[1].points[3:])
+
+
 def test_members_must_share_shapes_and_steps(data):
     ds, dd = data
     cfgs = configs()
