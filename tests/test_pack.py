@@ -133,55 +133,38 @@ def test_a_member_whose_hook_raises_leaves_while_the_others_go_on(data):
     assert [len(r.points) for i, r in enumerate(recs) if i != 1] == [2, 2, 2]
 
 
-def test_a_pack_checkpoint_resumes_solo(data):
-    """A member's checkpoint is in fit's format: resumed solo, it trains on as it would have in the pack."""
+class KeepCheckpoint(Points):
+    """Records the member's points and keeps its checkpoint at the end of epoch 1 (``at_step`` None) or at eval
+    point ``at_step``, which may fall in the middle of an epoch."""
+
+    def __init__(self, at_step: int | None = None):
+        super().__init__()
+        self.at_step, self.state = at_step, None
+
+    def on_epoch_end(self, epoch, checkpoint):
+        if self.at_step is None and epoch == 1:
+            self.state = checkpoint()
+
+    def on_eval_state(self, point, checkpoint):
+        if point.step == self.at_step:
+            self.state = checkpoint()
+
+
+@pytest.mark.parametrize("at_step", [None, 3])  # the end of epoch 1; eval point 3, half-way through epoch 2
+def test_a_pack_checkpoint_resumes_solo(data, at_step):
+    """A member's checkpoint is in fit's format: resumed solo (mid-epoch: at the next batch), it trains on as it
+    would have in the pack."""
     ds, dd = data
     cfgs = [dataclasses.replace(c, max_epochs=2) for c in configs()]
-    saved: dict[int, dict] = {}
-
-    class Keep(Points):
-        def __init__(self, i):
-            super().__init__()
-            self.i = i
-
-        def on_epoch_end(self, epoch, checkpoint):
-            if epoch == 1:
-                saved[self.i] = checkpoint()
-
-    recs = [Keep(i) for i in range(K)]
+    recs = [KeepCheckpoint(at_step) for _ in range(K)]
     fit_pack(models_for("vgg", ds, cfgs), dd, cfgs, [[r] for r in recs])
-    state = saved[2]
-    assert state["epoch"] == 1 and len(state["points"]) == 2
+    state = recs[2].state
+    done = at_step or 2
+    assert state["epoch"] == 1 and len(state["points"]) == done and (state["batch"] > 0) == (at_step is not None)
     resumed = Points()
     result = fit(models_for("vgg", ds, [cfgs[2]])[0], dd, cfgs[2], [resumed], resume=state)
-    assert len(result.points) == 4
-    assert_same_curve(resumed.points, recs[2].points[2:])
-
-
-def test_a_pack_checkpoint_made_mid_epoch_resumes_solo(data):
-    """At an eval point in the middle of an epoch (a rung of the asha pruner): the member's checkpoint resumes
-    solo at the next batch and trains on as it would have in the pack."""
-    ds, dd = data
-    cfgs = [dataclasses.replace(c, max_epochs=2) for c in configs()]
-    saved: dict[int, dict] = {}
-
-    class Keep(Points):
-        def __init__(self, i):
-            super().__init__()
-            self.i = i
-
-        def on_eval_state(self, point, checkpoint):
-            if point.step == 3:  # 1.5 epochs
-                saved[self.i] = checkpoint()
-
-    recs = [Keep(i) for i in range(K)]
-    fit_pack(models_for("vgg", ds, cfgs), dd, cfgs, [[r] for r in recs])
-    state = saved[1]
-    assert state["epoch"] == 1 and state["batch"] > 0 and len(state["points"]) == 3
-    resumed = Points()
-    result = fit(models_for("vgg", ds, [cfgs[1]])[0], dd, cfgs[1], [resumed], resume=state)
-    assert len(result.points) == 4 and [p.step for p in resumed.points] == [4]
-    assert_same_curve(resumed.points, recs[1].points[3:])
+    assert len(result.points) == 4 and [p.step for p in resumed.points] == list(range(done + 1, 5))
+    assert_same_curve(resumed.points, recs[2].points[done:])
 
 
 def test_members_must_share_shapes_and_steps(data):

@@ -84,62 +84,54 @@ def test_schedule_warms_up_then_decays(schedule):
         assert f[-1] < 0.05
 
 
-def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(data, tmp_path):
-    cfg = config(max_epochs=3, eval_every=1.0, aug_strength=0.5, seed=3)
+class Interrupt(Exception):
+    pass
+
+
+class SaveAndStop:
+    """Saves the resume state and stops training: at the end of epoch 1 (``at_step`` None) or at eval point
+    ``at_step``, which may fall in the middle of an epoch."""
+
+    def __init__(self, path, at_step: int | None = None):
+        self.path, self.at_step = path, at_step
+
+    def on_epoch_end(self, epoch, checkpoint):
+        if self.at_step is None and epoch == 1:
+            torch.save(checkpoint(), self.path)
+            raise Interrupt
+
+    def on_eval_state(self, point, checkpoint):
+        if point.step == self.at_step:
+            torch.save(checkpoint(), self.path)
+            raise Interrupt
+
+
+# (eval_every, at_step): the end of epoch 1; eval point 1, half-way through epoch 1; eval point 3, through epoch 2
+@pytest.mark.parametrize("eval_every, at_step", [(1.0, None), (0.5, 1), (0.5, 3)])
+def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(data, tmp_path, eval_every, at_step):
+    cfg = config(max_epochs=3, eval_every=eval_every, aug_strength=0.5, seed=3)
     torch.manual_seed(0)
     straight = Recorder()
     fit(create_model("vgg", 4, 1, 28, stages=1, width=8), data, cfg, [straight])
 
-    class Interrupt(Exception):
-        pass
-
-    class SaveAndStop:
-        def on_epoch_end(self, epoch, checkpoint):
-            if epoch == 1:
-                torch.save(checkpoint(), tmp_path / "ckpt.pt")
-                raise Interrupt
-
     torch.manual_seed(0)
     with pytest.raises(Interrupt):
-        fit(create_model("vgg", 4, 1, 28, stages=1, width=8), data, cfg, [SaveAndStop()])
+        fit(create_model("vgg", 4, 1, 28, stages=1, width=8), data, cfg, [SaveAndStop(tmp_path / "ckpt.pt", at_step)])
     ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)  # plain tensors and values only
-    assert ckpt["epoch"] == 1 and len(ckpt["points"]) == 1
+    done = at_step or 1
+    assert len(ckpt["points"]) == done
+    if at_step is None:
+        assert ckpt["epoch"] == 1 and ckpt["batch"] == 0
+    else:
+        assert ckpt["epoch"] == at_step // 2 and ckpt["batch"] > 0, "a checkpoint in the middle of an epoch"
 
     torch.manual_seed(123)  # a fresh process would have other RNG state: the checkpoint restores it
     resumed = Recorder()
     result = fit(create_model("vgg", 4, 1, 28, stages=1, width=8), data, cfg, [resumed], resume=ckpt)
-    assert [p.step for p in resumed.points] == [2, 3], "epochs before the checkpoint are not retrained"
-    assert [p.top1 for p in resumed.points] == [p.top1 for p in straight.points[1:]]
-    assert result.top1 == straight.points[-1].top1
-
-
-@pytest.mark.parametrize("stop_at", [1, 3])  # in the middle of epoch 1, and of epoch 2
-def test_resume_from_a_mid_epoch_eval_point_equals_an_uninterrupted_run(data, tmp_path, stop_at):
-    cfg = config(max_epochs=2, eval_every=0.5, aug_strength=0.5, seed=5)
-    torch.manual_seed(0)
-    straight = Recorder()
-    fit(create_model("vgg", 4, 1, 28, stages=1, width=8), data, cfg, [straight])
-
-    class Pause(Exception):
-        pass
-
-    class SaveAt:
-        def on_eval_state(self, point, checkpoint):
-            if point.step == stop_at:
-                torch.save(checkpoint(), tmp_path / "ckpt.pt")
-                raise Pause
-
-    torch.manual_seed(0)
-    with pytest.raises(Pause):
-        fit(create_model("vgg", 4, 1, 28, stages=1, width=8), data, cfg, [SaveAt()])
-    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
-    assert ckpt["batch"] > 0 and ckpt["epoch"] == stop_at // 2, "a checkpoint in the middle of an epoch"
-    torch.manual_seed(99)
-    resumed = Recorder()
-    result = fit(create_model("vgg", 4, 1, 28, stages=1, width=8), data, cfg, [resumed], resume=ckpt)
-    assert [p.step for p in resumed.points] == list(range(stop_at + 1, 5))
-    assert [p.top1 for p in resumed.points] == [p.top1 for p in straight.points[stop_at:]]
-    assert [p.train_loss for p in resumed.points] == [p.train_loss for p in straight.points[stop_at:]]
+    assert [p.step for p in resumed.points] == list(range(done + 1, len(straight.points) + 1)), \
+        "what was trained before the checkpoint is not trained again"
+    assert [p.top1 for p in resumed.points] == [p.top1 for p in straight.points[done:]]
+    assert [p.train_loss for p in resumed.points] == [p.train_loss for p in straight.points[done:]]
     assert result.top1 == straight.points[-1].top1
 
 
