@@ -79,10 +79,23 @@ class PauseHook:
             raise Paused(point.step, point.epoch)
 
 
-def _links(trials: list[FrozenTrial]) -> tuple[dict[int, FrozenTrial], dict[int, int]]:
-    by_number = {t.number: t for t in trials}
-    parent = {t.number: p for t in trials if (p := parent_number(t)) is not None and p in by_number}
-    return by_number, parent
+def _parents(trials: list[FrozenTrial]) -> dict[int, int]:
+    """Trial number → the number of the trial whose training it continues (retried or promoted)."""
+    numbers = {t.number for t in trials}
+    return {t.number: p for t in trials if (p := parent_number(t)) is not None and p in numbers}
+
+
+def _ancestors(parent: dict[int, int], n: int) -> list[int]:
+    """The trials ``n`` continues, newest first; the last one is its configuration's first trial."""
+    out = []
+    while n in parent:
+        n = parent[n]
+        out.append(n)
+    return out
+
+
+def _root(parent: dict[int, int], n: int) -> int:
+    return (_ancestors(parent, n) or [n])[-1]
 
 
 def superseded(trials: list[FrozenTrial]) -> set[int]:
@@ -92,26 +105,21 @@ def superseded(trials: list[FrozenTrial]) -> set[int]:
 
 def _lineage_values(trials: list[FrozenTrial]) -> dict[int, dict[int, float]]:
     """Root trial number → the configuration's learning curve (step → val Top-1) over all its trials."""
-    by_number, parent = _links(trials)
+    parent = _parents(trials)
     out: dict[int, dict[int, float]] = {}
     for t in sorted(trials, key=lambda t: t.number):
-        root = t.number
-        while root in parent:
-            root = parent[root]
-        out.setdefault(root, {}).update(t.intermediate_values)
+        out.setdefault(_root(parent, t.number), {}).update(t.intermediate_values)
     return out
 
 
 def promotable(trials: list[FrozenTrial], r: Rungs) -> FrozenTrial | None:
     """The paused trial to promote now (ASHA's rule, highest rung first), or None: start a new configuration."""
-    by_number, parent = _links(trials)
+    parent = _parents(trials)
     gone = superseded(trials)
     curves = _lineage_values(trials)
 
     def root(n: int) -> int:
-        while n in parent:
-            n = parent[n]
-        return n
+        return _root(parent, n)
 
     for step in reversed(r.steps):
         reached = sorted(((c[step], n) for n, c in curves.items() if step in c), reverse=True)
@@ -147,20 +155,9 @@ def duplicate_of(trials: list[FrozenTrial], trial_number: int) -> int | None:
 def checkpoints_needed(trials: list[FrozenTrial]) -> set[int]:
     """Paused trials whose checkpoint must stay: not promoted yet, or promoted to a trial (or its retries) that
     has not saved a checkpoint of its own."""
-    by_number, parent = _links(trials)
+    parent = _parents(trials)
     paused = {t.number for t in trials if t.state == TrialState.PRUNED and PAUSED_AT in t.user_attrs
               and t.user_attrs.get(ATTR)}
-    covered: set[int] = set()  # paused trials with a descendant that has its own checkpoint
-    for t in trials:
-        if t.user_attrs.get(ATTR) and t.number not in paused:
-            n = t.number
-            while n in parent:
-                n = parent[n]
-                covered.add(n)
-    for t in trials:  # a paused trial promoted and paused again covers its ancestors too
-        if t.number in paused:
-            n = t.number
-            while n in parent:
-                n = parent[n]
-                covered.add(n)
+    # a trial with a checkpoint of its own (a paused one promoted and paused again too) covers its ancestors
+    covered = {a for t in trials if t.user_attrs.get(ATTR) for a in _ancestors(parent, t.number)}
     return paused - covered
