@@ -2,7 +2,7 @@
 
     python benchmarks/_storage_worker.py URL STUDY N_TRIALS N_REPORTS WORKDIR INDEX PARENT_PID
 
-It imports Optuna and ``hpsearch.storage`` only (no torch), so 32 of them fit on a small machine. The storage
+It imports Optuna and ``hpsearch.storage.urls`` only (no torch), so 32 of them fit on a small machine. The storage
 is opened the way ``hpsearch worker`` opens it (``open_storage(url)``: default heartbeat on RDB storages, the
 retrying wrapper), and each trial runs through ``study.optimize(n_trials=1, catch=(Exception,))`` as there.
 After connecting it writes ``WORKDIR/ready-INDEX`` and waits for ``WORKDIR/go``, so all workers of a cell
@@ -13,7 +13,7 @@ it wrote (trial number → {step: value}), errors by kind, and the start/end of 
 
 It also counts what a clean "0 errors" can hide, and logs each event to ``WORKDIR/log-INDEX.txt``:
 
-- retries: the warnings of ``hpsearch.storage_retry.RetryingStorage`` ("storage: %s failed (%s); retrying
+- retries: the warnings of ``hpsearch.storage.retry.RetryingStorage`` ("storage: %s failed (%s); retrying
   …", logger ``hpsearch``), by storage method and exception type; other ``hpsearch`` warnings (a heartbeat
   not recorded, a connection retried at open) by kind;
 - database errors: every exception SQLAlchemy sees from the driver (its ``handle_error`` event, on every
@@ -21,7 +21,7 @@ It also counts what a clean "0 errors" can hide, and logs each event to ``WORKDI
   "database is locked", lock-wait timeouts and deadlocks among them are counted as lock events.
 
 What it cannot count: waits inside the database for a lock. SQLite waits up to its busy timeout (60 s,
-``hpsearch.storage``) inside ``sqlite3`` before "database is locked" is raised, PostgreSQL and MariaDB wait for
+``hpsearch.storage.urls``) inside ``sqlite3`` before "database is locked" is raised, PostgreSQL and MariaDB wait for
 row locks in the server, and Optuna's journal file lock spins in Python without a trace; such waits show
 only as latency.
 """
@@ -41,7 +41,7 @@ import optuna
 import sqlalchemy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from hpsearch.storage import open_storage  # noqa: E402
+from hpsearch.storage.urls import open_storage  # noqa: E402
 
 GO_POLL_S = 0.01
 LOCK = re.compile(r"database is locked|lock wait timeout|deadlock", re.IGNORECASE)

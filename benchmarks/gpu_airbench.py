@@ -1,4 +1,4 @@
-"""Time-to-94%: the airbench-style network on CIFAR-10 through ``hpsearch.train.fit`` (a GPU check).
+"""Time-to-94%: the airbench-style network on CIFAR-10 through ``hpsearch.training.loop.fit`` (a GPU check).
 
     python benchmarks/gpu_airbench.py [--data-dir DIR] [--target 94] [--max-epochs 12] [--quick]
 
@@ -22,11 +22,11 @@ from _common import write_result  # noqa: E402
 
 from hpsearch.data import load_dataset  # noqa: E402
 from hpsearch.data.loader import DeviceData  # noqa: E402
-from hpsearch.device import configure, resolve_device, resolve_precision  # noqa: E402
 from hpsearch.errors import HpsearchError  # noqa: E402
 from hpsearch.models import create_model  # noqa: E402
 from hpsearch.spec import DataSpec  # noqa: E402
-from hpsearch.train import TrainConfig, fit  # noqa: E402
+from hpsearch.training.device import configure, resolve_device, resolve_precision  # noqa: E402
+from hpsearch.training.loop import TrainConfig, fit  # noqa: E402
 
 
 class ReachedTarget(Exception):

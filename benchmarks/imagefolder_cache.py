@@ -6,7 +6,7 @@ A JPEG folder of ``--images`` generated images (10 classes, 80-112 px sides, qua
 temp dir, or to ``--folder`` (reused if it already has ``train/``). Then:
 
 (0) prepare: ``hpsearch.data.cache.prepare_cache`` decodes every file once into a 64 px cache (timed apart);
-(a) cache: the cached arrays as a ``Dataset`` → ``DeviceData(channels_last=True)`` → ``hpsearch.train.fit``
+(a) cache: the cached arrays as a ``Dataset`` → ``DeviceData(channels_last=True)`` → ``hpsearch.training.loop.fit``
     for one epoch with ``aug_strength = 0`` (no augmentation), reading ``FitResult.images_per_s``;
 (b) folder: ``torchvision.datasets.ImageFolder`` with RandomResizedCrop(64), RandomHorizontalFlip, ToTensor,
     Normalize through a ``DataLoader`` (the best of 1 and 2 workers is kept, so the baseline is not
@@ -37,7 +37,7 @@ from hpsearch.data.base import Dataset  # noqa: E402
 from hpsearch.data.cache import load_cache, prepare_cache  # noqa: E402
 from hpsearch.data.loader import DeviceData  # noqa: E402
 from hpsearch.models import create_model  # noqa: E402
-from hpsearch.train import TrainConfig, fit, make_optimizer  # noqa: E402
+from hpsearch.training.loop import TrainConfig, fit, make_optimizer  # noqa: E402
 
 SIZE = 64  # px, cache and crop side
 CLASSES = 10

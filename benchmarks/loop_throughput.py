@@ -19,7 +19,7 @@ format (channels-last model and batches) and augmentation family:
     torchvision's ``CIFAR10`` (HWC uint8 array → ``PIL.Image.fromarray``) — with PIL transforms
     (RandomHorizontalFlip, RandomCrop(padding=4), ToTensor, Normalize) through a ``DataLoader`` with worker
     processes (best of several worker counts, pinned memory on CUDA), batches moved to the device;
-(b) hpsearch: ``hpsearch.train.fit`` with ``aug_strength = 1`` (flip, ±12.5% translation, plus rotation,
+(b) hpsearch: ``hpsearch.training.loop.fit`` with ``aug_strength = 1`` (flip, ±12.5% translation, plus rotation,
     zoom and random erasing, i.e. more augmentation work than the textbook arm), data resident on the device.
 
 Images/s count training steps only (no evaluation) and are medians over ``--repeats`` alternating runs,
@@ -55,9 +55,9 @@ from _data import Absent, Data  # noqa: E402
 from hpsearch.data.base import Dataset  # noqa: E402
 from hpsearch.data.idx import write_idx  # noqa: E402
 from hpsearch.data.loader import DeviceData  # noqa: E402
-from hpsearch.device import configure, resolve_device, resolve_precision  # noqa: E402
 from hpsearch.models import create_model  # noqa: E402
-from hpsearch.train import TrainConfig, autocast, fit, make_optimizer  # noqa: E402
+from hpsearch.training.device import configure, resolve_device, resolve_precision  # noqa: E402
+from hpsearch.training.loop import TrainConfig, autocast, fit, make_optimizer  # noqa: E402
 
 DATASETS = ("fashion-mnist", "fashion-mnist-sample", "synthetic-cifar")
 MODELS = {"lenet": {}, "vgg": {"stages": 3, "width": 16}, "resnet": {"depth": 8, "width": 16},

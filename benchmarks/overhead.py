@@ -7,7 +7,7 @@ Both arms run as fresh processes, alternately, on the same data (Debian's Fashio
 the embedded sample) with the warm-start configuration that ``studies/fashion_mnist.toml`` offers
 (commented out there):
 
-(a) bare: ``load_dataset`` → ``DeviceData`` → ``create_model`` → ``hpsearch.train.fit``, timed from model
+(a) bare: ``load_dataset`` → ``DeviceData`` → ``create_model`` → ``hpsearch.training.loop.fit``, timed from model
     creation to the end of ``fit`` (no Optuna, no storage, no checkpoints);
 (b) hpsearch: ``hpsearch run`` on a one-trial study file with that fixed space, a fresh SQLite file and
     artifact folder; the trial's own duration (``datetime_complete - datetime_start`` in the storage) covers
@@ -79,7 +79,7 @@ def bare(dataset: str, val_size: int, epochs: int) -> None:
     from hpsearch.data.loader import DeviceData
     from hpsearch.models import create_model
     from hpsearch.spec import DataSpec
-    from hpsearch.train import TrainConfig, fit
+    from hpsearch.training.loop import TrainConfig, fit
 
     t_proc = time.perf_counter()
     ds = load_dataset(DataSpec(dataset, val_size=val_size), seed=0)

@@ -11,9 +11,9 @@ The CPU run in benchmarks/results/cpu/ (2 shared cores): ``--batch-size 32 --ste
 For each model and pack size K, both arms train the SAME K configurations on the same images with the same
 batch size, step count and data order (``data_seed`` 0 for every member):
 
-(a) solo: ``hpsearch.train.fit`` once per member, one after the other;
-(b) pack: ``hpsearch.pack.fit_pack`` over the K members at once, once per ``--forwards`` entry: ``fused``
-    (HFTA-style layers, ``hpsearch.fused``: one grouped conv / batch norm / batched matmul per layer) and
+(a) solo: ``hpsearch.training.loop.fit`` once per member, one after the other;
+(b) pack: ``hpsearch.training.pack.fit_pack`` over the K members at once, once per ``--forwards`` entry: ``fused``
+    (HFTA-style layers, ``hpsearch.training.fused``: one grouped conv / batch norm / batched matmul per layer) and
     ``vmap`` (``torch.func.vmap`` over ``functional_call``). Each forward gets its own row; the rows of one
     (model, K) share the solo runs.
 
@@ -21,7 +21,7 @@ Member i (of a fixed list of 16, so the K = 2 pack holds members 0-1 of the K = 
 (i), SGD peak learning rate (0.005·10^(i/15), 0.005 to 0.05), weight decay (2.5e-4, 5e-4 or 1e-3) and label
 smoothing (0.05, 0.1, 0.15 or 0.2); ``aug_strength`` is 0.5 for every member. Every member has a non-zero
 weight decay and label smoothing, so every solo step runs the same operators. Models are built by
-``hpsearch.build.build_model`` (channels-last) and the data moved once by ``hpsearch.build.device_data``.
+``hpsearch.training.setup.build_model`` (channels-last) and the data moved once by ``hpsearch.training.setup.device_data``.
 
 Timing: steady-state training steps only. ``fit`` and ``fit_pack`` call ``on_progress`` every 10 steps right
 after reading the loss back (a device sync); a hook reads the clock there (after ``torch.cuda.synchronize``
@@ -72,12 +72,12 @@ import _data  # noqa: E402
 from _common import OneLineParser, csv_list, median, positive_int, write_result  # noqa: E402
 from _data import SYNTHETIC, VAL_SIZE, Absent, Data  # noqa: E402
 
-from hpsearch.build import build_model, device_data  # noqa: E402
 from hpsearch.data.loader import DeviceData  # noqa: E402
-from hpsearch.device import configure, resolve_device, resolve_precision  # noqa: E402
 from hpsearch.errors import SpecError, first_line  # noqa: E402
-from hpsearch.pack import FORWARDS, fit_pack  # noqa: E402
-from hpsearch.train import PROGRESS_EVERY, Diverged, FitResult, TimeLimit, TrainConfig, fit  # noqa: E402
+from hpsearch.training.device import configure, resolve_device, resolve_precision  # noqa: E402
+from hpsearch.training.loop import PROGRESS_EVERY, Diverged, FitResult, TimeLimit, TrainConfig, fit  # noqa: E402
+from hpsearch.training.pack import FORWARDS, fit_pack  # noqa: E402
+from hpsearch.training.setup import build_model, device_data  # noqa: E402
 
 DATASETS = (*SYNTHETIC, "fashion-mnist", "cifar10")
 MODELS = {"lenet": {}, "vgg": {"stages": 3, "width": 16}, "resnet": {"depth": 8, "width": 16},

@@ -4,7 +4,7 @@
                                        [--trials 3] [--reports 20] [--cell-timeout 300]
 
 Each cell (backend, W) is a fresh study: W processes (``benchmarks/_storage_worker.py``: Optuna and
-``hpsearch.storage`` only, no torch) open the storage as ``hpsearch worker`` does, wait at a start barrier,
+``hpsearch.storage.urls`` only, no torch) open the storage as ``hpsearch worker`` does, wait at a start barrier,
 then each run ``--trials`` trials of ``--reports`` ``trial.report`` + ``trial.should_prune`` calls
 (MedianPruner; its verdict is counted, not obeyed, so every trial makes all its reports). Reported per cell:
 
@@ -60,7 +60,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 from _common import OneLineParser, csv_list, positive_int, results_dir, write_result  # noqa: E402
 
-from hpsearch.storage import mask_url, open_storage  # noqa: E402
+from hpsearch.storage.urls import mask_url, open_storage  # noqa: E402
 
 WORKER = HERE / "_storage_worker.py"
 BACKENDS = ("sqlite", "postgresql", "mysql", "journal", "redis", "grpc")
@@ -71,7 +71,7 @@ SERVERS = {  # the test services (tests/services.py); redis in a database of its
 }
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 POLL_S = 0.05
-RETRY_LINE = re.compile(r"storage: \S+ failed \(.*\); retrying")  # hpsearch.storage_retry's warning
+RETRY_LINE = re.compile(r"storage: \S+ failed \(.*\); retrying")  # hpsearch.storage.retry's warning
 LOCK_LINE = re.compile(r"database is locked|lock wait timeout|deadlock", re.IGNORECASE)
 
 

@@ -17,21 +17,21 @@ __version__ = "0.1.0"
 _EXPORTS = {
     # study files and the search space
     "load_spec": "hpsearch.spec", "parse_spec": "hpsearch.spec", "Spec": "hpsearch.spec",
-    "with_overrides": "hpsearch.spec", "suggest": "hpsearch.space", "GLOBAL_PARAMS": "hpsearch.params",
+    "with_overrides": "hpsearch.spec", "suggest": "hpsearch.search.space", "GLOBAL_PARAMS": "hpsearch.params",
     "Param": "hpsearch.params",
     # models, data and the training loop (no optuna)
     "create_model": "hpsearch.models", "register_model": "hpsearch.models", "list_models": "hpsearch.models",
     "load_dataset": "hpsearch.data", "Dataset": "hpsearch.data.base", "DeviceData": "hpsearch.data.loader",
-    "fit": "hpsearch.train", "evaluate": "hpsearch.train", "TrainConfig": "hpsearch.train",
-    "EvalPoint": "hpsearch.train", "FitResult": "hpsearch.train", "fit_pack": "hpsearch.pack",
+    "fit": "hpsearch.training.loop", "evaluate": "hpsearch.training.loop", "TrainConfig": "hpsearch.training.loop",
+    "EvalPoint": "hpsearch.training.loop", "FitResult": "hpsearch.training.loop", "fit_pack": "hpsearch.training.pack",
     # building a trial, the Optuna objective, studies, storages, workers
-    "train_config": "hpsearch.build", "build_model": "hpsearch.build", "Objective": "hpsearch.objective",
-    "open_study": "hpsearch.study", "load_study": "hpsearch.study", "stored_spec": "hpsearch.study",
-    "open_storage": "hpsearch.storage", "mask_url": "hpsearch.storage", "Heartbeat": "hpsearch.storage",
-    "WorkerOptions": "hpsearch.worker", "run_worker": "hpsearch.worker", "launch_study": "hpsearch.launcher",
+    "train_config": "hpsearch.training.setup", "build_model": "hpsearch.training.setup", "Objective": "hpsearch.search.objective",
+    "open_study": "hpsearch.search.study", "load_study": "hpsearch.search.study", "stored_spec": "hpsearch.search.study",
+    "open_storage": "hpsearch.storage.urls", "mask_url": "hpsearch.storage.urls", "Heartbeat": "hpsearch.storage.urls",
+    "WorkerOptions": "hpsearch.runtime.worker", "run_worker": "hpsearch.runtime.worker", "launch_study": "hpsearch.runtime.launcher",
     # after the search
-    # (retrain and predict are also module names: use hpsearch.retrain.retrain, hpsearch.predict.predict)
-    "write_report": "hpsearch.report", "export_trials": "hpsearch.export", "load_model": "hpsearch.modelfile",
+    # (retrain and predict are also module names: use hpsearch.deploy.retrain.retrain, hpsearch.deploy.predict.predict)
+    "write_report": "hpsearch.inspect.report", "export_trials": "hpsearch.inspect.export", "load_model": "hpsearch.deploy.modelfile",
     # errors
     "HpsearchError": "hpsearch.errors", "SpecError": "hpsearch.errors", "DataError": "hpsearch.errors",
     "StorageError": "hpsearch.errors", "StudyNotFound": "hpsearch.errors",

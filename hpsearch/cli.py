@@ -21,7 +21,7 @@ import click
 
 from hpsearch import __version__
 from hpsearch.errors import HpsearchError, first_line
-from hpsearch.storage import mask_secrets, resolve_url
+from hpsearch.storage.urls import mask_secrets, resolve_url
 
 STORAGE_HELP = "Storage URL (default: $HPSEARCH_STORAGE or sqlite:///hpsearch.db)."
 
@@ -125,9 +125,9 @@ def worker_options(f):
     @functools.wraps(f)
     def wrapper(*args, n_trials, timeout, device, data_dir, artifacts, heartbeat_interval, grace_period, max_retry,
                 keep_best, pack, patience, min_delta, target, **kwargs):
-        from hpsearch.options import WorkerOptions
+        from hpsearch.runtime.options import WorkerOptions
         from hpsearch.spec import parse_pack
-        from hpsearch.storage import Heartbeat
+        from hpsearch.storage.urls import Heartbeat
 
         options = WorkerOptions(n_trials, timeout, device, data_dir, artifacts,
                                 Heartbeat(heartbeat_interval, grace_period, max_retry), keep_best,
@@ -155,7 +155,7 @@ def worker_options(f):
 @pass_context
 def run(obj: Context, spec_path, study_name, seed, workers, gpus, force_spec, opts) -> None:
     """Run (or continue) the study described by SPEC until it holds n_trials finished trials."""
-    from hpsearch.launcher import launch_study, parse_gpus
+    from hpsearch.runtime.launcher import launch_study, parse_gpus
     from hpsearch.spec import load_spec, with_overrides
 
     spec = with_overrides(load_spec(spec_path), seed=seed)
@@ -169,7 +169,7 @@ def run(obj: Context, spec_path, study_name, seed, workers, gpus, force_spec, op
 @pass_context
 def worker(obj: Context, study_name, opts) -> None:
     """Join an existing study (on any host) and run its trials; the study's stored spec is used."""
-    from hpsearch.worker import join
+    from hpsearch.runtime.worker import join
 
     sys.exit(join(obj.storage_url, study_name, opts))
 
@@ -191,7 +191,7 @@ def worker(obj: Context, study_name, opts) -> None:
 def slurm(obj: Context, spec_or_study, study_name, array, gpus_per_task, cpus_per_task, time_limit, partition, extra, script,
           submit, opts) -> None:
     """Create the study (SPEC) or use an existing one (STUDY) and write an sbatch job array of workers on it."""
-    from hpsearch.slurm import SlurmJob, launch_slurm
+    from hpsearch.runtime.slurm import SlurmJob, launch_slurm
 
     job = SlurmJob(array, gpus_per_task, cpus_per_task, time_limit, partition, tuple(extra))
     launch_slurm(spec_or_study, obj.storage_url, study_name, job, opts, script, submit)
@@ -201,7 +201,7 @@ def slurm(obj: Context, spec_or_study, study_name, array, gpus_per_task, cpus_pe
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
 def validate(spec_path) -> None:
     """Check SPEC and print its search space."""
-    from hpsearch.space import describe_spec
+    from hpsearch.search.space import describe_spec
     from hpsearch.spec import load_spec
 
     click.echo("\n".join(describe_spec(load_spec(spec_path))))
@@ -218,7 +218,7 @@ def validate(spec_path) -> None:
 @pass_context
 def status(obj: Context, study_name, artifacts, as_json) -> None:
     """Trial counts by state and the best value, per study; checkpoint disk use."""
-    from hpsearch.status import format_status, storage_status
+    from hpsearch.inspect.status import format_status, storage_status
 
     click.echo(format_status(storage_status(obj.storage_url, study_name, artifacts), as_json))
 
@@ -230,8 +230,8 @@ def status(obj: Context, study_name, artifacts, as_json) -> None:
 @pass_context
 def best(obj: Context, study_name, as_json) -> None:
     """The best completed trial: number, val Top-1, parameters and attributes."""
-    from hpsearch.status import best_report
-    from hpsearch.study import open_existing
+    from hpsearch.inspect.status import best_report
+    from hpsearch.search.study import open_existing
 
     click.echo(best_report(open_existing(obj.storage_url, study_name), as_json))
 
@@ -245,7 +245,7 @@ def best(obj: Context, study_name, as_json) -> None:
 @pass_context
 def dashboard(obj: Context, artifacts, host, port) -> None:
     """Serve optuna-dashboard on the study storage, with checkpoints and trial artifacts viewable."""
-    from hpsearch.dashboard import serve_dashboard
+    from hpsearch.inspect.dashboard import serve_dashboard
 
     serve_dashboard(obj.storage_url, artifacts, host, port)
 
@@ -259,8 +259,8 @@ def dashboard(obj: Context, artifacts, host, port) -> None:
 @pass_context
 def report(obj: Context, study_name, output, layout) -> None:
     """Write a self-contained HTML report of a study (plotly.js embedded: it opens offline)."""
-    from hpsearch.report import default_report_path, write_report
-    from hpsearch.study import open_existing
+    from hpsearch.inspect.report import default_report_path, write_report
+    from hpsearch.search.study import open_existing
 
     study = open_existing(obj.storage_url, study_name)
     path = write_report(study, output or default_report_path(study_name), layout, storage_url=obj.storage_url)
@@ -274,8 +274,8 @@ def report(obj: Context, study_name, output, layout) -> None:
 @pass_context
 def export(obj: Context, study_name, output) -> None:
     """Write one row per trial (state, value, parameters, attributes, times) as CSV or JSON."""
-    from hpsearch.export import export_trials
-    from hpsearch.study import open_existing
+    from hpsearch.inspect.export import export_trials
+    from hpsearch.search.study import open_existing
 
     click.echo(f"wrote {export_trials(open_existing(obj.storage_url, study_name), output, obj.storage_url)}")
 
@@ -295,7 +295,7 @@ def storage_group() -> None:
 @pass_context
 def storage_serve(obj: Context, host, port) -> None:
     """Serve STORAGE through Optuna's gRPC proxy (workers then use grpc://HOST:PORT)."""
-    from hpsearch.storage import serve_storage
+    from hpsearch.storage.urls import serve_storage
 
     serve_storage(obj.storage_url, host, port)
 
@@ -341,8 +341,8 @@ def data_prepare(kind, root, out, size, classes, fraction, val_fraction, seed, w
 @pass_context
 def retrain(obj: Context, study_name, trial_number, epochs, device, data_dir, output) -> None:
     """Retrain a trial's configuration on train+val, test it once, and write a model file."""
-    from hpsearch.retrain import retrain as retrain_trial
-    from hpsearch.study import open_existing
+    from hpsearch.deploy.retrain import retrain as retrain_trial
+    from hpsearch.search.study import open_existing
 
     retrain_trial(open_existing(obj.storage_url, study_name), output, trial_number, epochs, device, data_dir)
 
@@ -355,9 +355,9 @@ def retrain(obj: Context, study_name, trial_number, epochs, device, data_dir, ou
 @click.option("--device", callback=_check_device, default="cpu", show_default=True)
 def predict(model_file, inputs, top_k, as_json, device) -> None:
     """Classify images (files or folders) with a model file written by `retrain`."""
-    from hpsearch.device import resolve_device
-    from hpsearch.predict import format_predictions
-    from hpsearch.predict import predict as classify
+    from hpsearch.deploy.predict import format_predictions
+    from hpsearch.deploy.predict import predict as classify
+    from hpsearch.training.device import resolve_device
 
     preds, skipped = classify(model_file, list(inputs), top_k, str(resolve_device(device)))
     click.echo(format_predictions(preds, skipped, as_json))

@@ -2,10 +2,10 @@
 
 Both the global parameters (``lr``, ``batch_size``, ...) and each architecture's own parameters
 (``resnet.depth``) are declared with :class:`Param`, so the spec parser can check a study file's search
-space against one source of truth and :mod:`hpsearch.space` knows which ``suggest_*`` to call.
+space against one source of truth and :mod:`hpsearch.search.space` knows which ``suggest_*`` to call.
 
 :data:`GLOBAL_PARAMS` is the one table of the global parameters. Those whose ``role`` is ``"train"`` are
-also the hyperparameter fields of :class:`hpsearch.train.TrainConfig` (built from this table), so a new
+also the hyperparameter fields of :class:`hpsearch.training.loop.TrainConfig` (built from this table), so a new
 training hyperparameter (say ``momentum``) is declared here once and reaches the study file, the search
 space, the stored trial config and ``fit``'s config without further edits.
 """

@@ -28,7 +28,7 @@ def test_the_training_loop_imports_neither_optuna_nor_faults():
     for module in ("train.py", "augment.py", "data/loader.py"):
         imports = imported_modules(PACKAGE / module)
         assert not {m for m in imports if m.split(".")[0] == "optuna"}, module
-        assert "hpsearch.faults" not in imports, module  # (`from hpsearch import faults` is listed so too)
+        assert "hpsearch.training.faults" not in imports, module  # (`from hpsearch import faults` is listed so too)
 
 
 def test_cli_commands_are_a_few_lines():

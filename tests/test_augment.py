@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hpsearch.augment import Augmenter, AugmentParams, aug_params, erase, flip, warp
+from hpsearch.training.augment import Augmenter, AugmentParams, aug_params, erase, flip, warp
 
 
 def batch(n=16, c=1, size=28):

@@ -14,15 +14,15 @@ from optuna.trial import FrozenTrial, TrialState
 from optuna_dashboard.artifact._backend import get_trial_artifact_meta, list_trial_artifacts
 from services import service_url, unique
 
-from hpsearch.checkpoint import ATTR, Checkpoints, dashboard_artifact_key, open_artifact_store
-from hpsearch.optuna_internals import study_id, study_storage, trial_id
-from hpsearch.storage import open_storage
+from hpsearch.storage.checkpoints import ATTR, Checkpoints, dashboard_artifact_key, open_artifact_store
+from hpsearch.storage.optuna_internals import study_id, study_storage, trial_id
+from hpsearch.storage.urls import open_storage
 
 STORAGES = ["sqlite", "postgresql", "mysql", "journal", "redis"]
 
 
 def state(epoch: int) -> dict:
-    """A checkpoint as hpsearch.train.fit makes one: plain tensors and values."""
+    """A checkpoint as hpsearch.training.loop.fit makes one: plain tensors and values."""
     return {"model": {"w": torch.full((4, 4), float(epoch))}, "optimizer": {"step": epoch}, "epoch": epoch,
             "points": []}
 

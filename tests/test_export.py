@@ -1,4 +1,4 @@
-"""hpsearch.export: CSV and JSON round trips, flattened columns, masked secrets, bad suffixes."""
+"""hpsearch.inspect.export: CSV and JSON round trips, flattened columns, masked secrets, bad suffixes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpsearch.errors import SpecError
-from hpsearch.export import export_trials
+from hpsearch.inspect.export import export_trials
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SECRET_URL = "postgresql+psycopg://alice:hunter2pw@db.example/hp"

@@ -1,4 +1,4 @@
-"""hpsearch.fused: the HFTA-style fused forward of a pack against vmap over the same stacked members.
+"""hpsearch.training.fused: the HFTA-style fused forward of a pack against vmap over the same stacked members.
 
 Per registered architecture, one training step and one evaluation through the fused layers give vmap's outputs,
 gradients and BatchNorm running statistics (fp32, within 1e-5 of the largest value: the grouped convolutions sum
@@ -14,11 +14,11 @@ import torch
 from test_pack import ARCHS  # every registered architecture, at test size
 from torch import nn
 
-from hpsearch.build import build_model
 from hpsearch.data import load_dataset
 from hpsearch.models import list_models
-from hpsearch.pack import PackError, StackedModel
 from hpsearch.spec import DataSpec
+from hpsearch.training.pack import PackError, StackedModel
+from hpsearch.training.setup import build_model
 
 K = 3
 

@@ -27,10 +27,10 @@ OOM_STUDY = study_text(
 def test_fit_on_cuda_learns():
     from hpsearch.data import load_dataset
     from hpsearch.data.loader import DeviceData
-    from hpsearch.device import resolve_precision
     from hpsearch.models import create_model
     from hpsearch.spec import DataSpec
-    from hpsearch.train import TrainConfig, fit
+    from hpsearch.training.device import resolve_precision
+    from hpsearch.training.loop import TrainConfig, fit
 
     device = torch.device("cuda")
     ds = load_dataset(DataSpec("synthetic", val_size=500, image_size=32, channels=3, num_classes=10,

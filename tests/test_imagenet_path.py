@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from hpsearch.data.base import Dataset
-from hpsearch.fidelity import apply_fidelity
+from hpsearch.data.fidelity import apply_fidelity
 from studies import study_text
 
 pytestmark = pytest.mark.slow

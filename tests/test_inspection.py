@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from optuna_dashboard._note import get_note_from_system_attrs
 from PIL import Image
 
-from hpsearch import optuna_internals as internals
+from hpsearch.storage import optuna_internals as internals
 from studies import write_study
 
 pytestmark = pytest.mark.slow
@@ -99,7 +99,7 @@ def test_dashboard_serves_a_study_from_every_storage(kind, tmp_path):
     """`hpsearch dashboard` on each storage hpsearch supports lists the study and serves its trials."""
     from services import service_url, unique
 
-    from hpsearch.storage import open_storage
+    from hpsearch.storage.urls import open_storage
 
     url = f"journal:///{tmp_path / 'study.log'}" if kind == "journal" else service_url(kind)
     name = unique("dash")

@@ -1,4 +1,4 @@
-"""hpsearch.objective with Optuna's FixedTrial: one configuration trained for real, the attributes every trial
+"""hpsearch.search.objective with Optuna's FixedTrial: one configuration trained for real, the attributes every trial
 records, and the way each kind of ending (pruned, diverged, out of memory, an exception) is reported."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hpsearch.data import load_dataset
-from hpsearch.objective import Objective
+from hpsearch.search.objective import Objective
 from hpsearch.spec import parse_spec
 from studies import study_doc
 
@@ -66,7 +66,7 @@ def test_injected_faults_end_the_trial_with_their_reason(setup, monkeypatch, fau
 
 def test_without_the_variable_no_hook_is_installed(setup, monkeypatch):
     monkeypatch.delenv("HPSEARCH_FAULTS", raising=False)
-    from hpsearch import faults
+    from hpsearch.training import faults
 
     model = torch.nn.Linear(2, 2)
     assert faults.install(model, 0, 10).empty

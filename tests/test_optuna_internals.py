@@ -1,4 +1,4 @@
-"""hpsearch.optuna_internals: each use of Optuna's private API, exercised against real studies, so that an Optuna
+"""hpsearch.storage.optuna_internals: each use of Optuna's private API, exercised against real studies, so that an Optuna
 release that renames or reshapes one fails here by name (and not in a trial somewhere else)."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
-from hpsearch import optuna_internals as internals
-from hpsearch.storage import Heartbeat, open_storage
-from hpsearch.storage_retry import LOST_WORKER
+from hpsearch.storage import optuna_internals as internals
+from hpsearch.storage.retry import LOST_WORKER
+from hpsearch.storage.urls import Heartbeat, open_storage
 
 
 def _study(url: str, heartbeat: Heartbeat | None = None, name: str = "s") -> optuna.Study:

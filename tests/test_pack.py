@@ -1,4 +1,4 @@
-"""hpsearch.pack: K trials trained as one fused model, checked against the same trials trained solo.
+"""hpsearch.training.pack: K trials trained as one fused model, checked against the same trials trained solo.
 
 Tolerance (fp32, CPU): each member's eval points match its solo run with the same seed and data order: the mean
 training loss of the first eval point (the first 5 steps) within 1e-4 relative, later ones within 1e-2 (the
@@ -15,11 +15,11 @@ import dataclasses
 import pytest
 import torch
 
-from hpsearch.build import build_model, device_data
 from hpsearch.data import load_dataset
-from hpsearch.pack import PackError, fit_pack
 from hpsearch.spec import DataSpec
-from hpsearch.train import Diverged, FitResult, TrainConfig, fit
+from hpsearch.training.loop import Diverged, FitResult, TrainConfig, fit
+from hpsearch.training.pack import PackError, fit_pack
+from hpsearch.training.setup import build_model, device_data
 
 ARCHS = {"lenet": {}, "vgg": {"vgg.stages": 2, "vgg.width": 8}, "resnet": {"resnet.depth": 8, "resnet.width": 8},
          "alexnet": {"alexnet.width": 0.25, "alexnet.hidden": 64, "alexnet.dropout": 0.0},

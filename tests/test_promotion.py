@@ -1,4 +1,4 @@
-"""The asha pruner: successive halving by promotion (hpsearch.promotion). Configurations pause at rung epochs
+"""The asha pruner: successive halving by promotion (hpsearch.search.asha). Configurations pause at rung epochs
 with their checkpoints kept; the top 1/η of a rung are promoted and continue, from that checkpoint, in a new
 trial. The rule is checked on real Optuna studies; the mechanism on real studies run by the CLI (SQLite, and two
 workers on PostgreSQL)."""
@@ -12,11 +12,9 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 from services import service_url, unique
 
-from hpsearch.build import build_model, device_data, train_config
-from hpsearch.checkpoint import ATTR, PROMOTED_FROM
 from hpsearch.data import load_dataset
-from hpsearch.fidelity import apply_fidelity
-from hpsearch.promotion import (
+from hpsearch.data.fidelity import apply_fidelity
+from hpsearch.search.asha import (
     PAUSED_AT,
     Rungs,
     checkpoints_needed,
@@ -24,10 +22,12 @@ from hpsearch.promotion import (
     promotable,
     rungs,
 )
+from hpsearch.search.study import finished_count, stored_spec
 from hpsearch.spec import load_spec
-from hpsearch.storage import open_storage
-from hpsearch.study import finished_count, stored_spec
-from hpsearch.train import fit
+from hpsearch.storage.checkpoints import ATTR, PROMOTED_FROM
+from hpsearch.storage.urls import open_storage
+from hpsearch.training.loop import fit
+from hpsearch.training.setup import build_model, device_data, train_config
 from studies import write_study
 
 RUNGS = Rungs(steps=(2, 6), eta=3)

@@ -1,4 +1,4 @@
-"""hpsearch.report: the collect functions on empty, only-failed and normal studies, layouts, write_report."""
+"""hpsearch.inspect.report: the collect functions on empty, only-failed and normal studies, layouts, write_report."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpsearch import report
 from hpsearch.errors import SpecError
+from hpsearch.inspect import report
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SECRET_URL = "postgresql+psycopg://alice:hunter2pw@db.example/hp"

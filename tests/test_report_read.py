@@ -1,4 +1,4 @@
-"""hpsearch.report.read_trials: its direct read of an RDB storage returns exactly what Optuna's get_trials returns,
+"""hpsearch.inspect.report.read_trials: its direct read of an RDB storage returns exactly what Optuna's get_trials returns,
 on SQLite, PostgreSQL and MariaDB, through hpsearch's storage wrappers."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState, create_trial
 from services import service_url, unique
 
-from hpsearch import optuna_internals as internals
-from hpsearch.report import read_trials
-from hpsearch.storage import open_storage
+from hpsearch.inspect.report import read_trials
+from hpsearch.storage import optuna_internals as internals
+from hpsearch.storage.urls import open_storage
 
 DISTS = {"arch": CategoricalDistribution(["lenet", "vgg"]), "lr": FloatDistribution(1e-4, 1e-1, log=True),
          "batch_size": CategoricalDistribution([32, 64]), "depth": IntDistribution(2, 8, step=2),

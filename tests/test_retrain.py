@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from hpsearch.data import load_dataset
+from hpsearch.deploy.modelfile import load_model
 from hpsearch.errors import HpsearchError
-from hpsearch.modelfile import load_model
 from hpsearch.spec import DataSpec
 from studies import study_text
 

@@ -16,9 +16,9 @@ from conftest import run_cli
 from services import service_url, unique
 
 from hpsearch.errors import SpecError
-from hpsearch.slurm import placement, record_placement, time_limit_seconds
-from hpsearch.status import format_status, study_status
-from hpsearch.storage import open_storage
+from hpsearch.inspect.status import format_status, study_status
+from hpsearch.runtime.slurm import placement, record_placement, time_limit_seconds
+from hpsearch.storage.urls import open_storage
 from studies import write_study
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import optuna
 
-from hpsearch.space import arch_params, suggest
+from hpsearch.search.space import arch_params, suggest
 from hpsearch.spec import parse_spec
 
 SPEC = parse_spec({

@@ -8,8 +8,8 @@ from conftest import run_cli
 from optuna.trial import TrialState
 from services import service_url, unique
 
-from hpsearch.storage import open_storage
-from hpsearch.study import stop_reason
+from hpsearch.search.study import stop_reason
+from hpsearch.storage.urls import open_storage
 from studies import write_study
 
 

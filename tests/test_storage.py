@@ -1,4 +1,4 @@
-"""hpsearch.storage on real storages: URL resolution, password masking, each URL scheme opened for real, bad
+"""hpsearch.storage.urls on real storages: URL resolution, password masking, each URL scheme opened for real, bad
 URLs as SpecErrors, unreachable servers as one StorageError line, and the heartbeat's own check."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import pytest
 from conftest import run_cli
 from services import service_url
 
-from hpsearch import optuna_internals as internals
 from hpsearch.errors import SpecError, StorageError
-from hpsearch.storage import DEFAULT_URL, Heartbeat, mask_secrets, mask_url, open_storage, resolve_url
+from hpsearch.storage import optuna_internals as internals
+from hpsearch.storage.urls import DEFAULT_URL, Heartbeat, mask_secrets, mask_url, open_storage, resolve_url
 
 
 def test_resolve_url_order_and_empty(monkeypatch):

@@ -1,4 +1,4 @@
-"""hpsearch.study on real SQLite studies: sampler and pruner from the spec, what a new study records, the
+"""hpsearch.search.study on real SQLite studies: sampler and pruner from the spec, what a new study records, the
 stored spec that wins over a different one, warm-start trials, and loading by name."""
 
 from __future__ import annotations
@@ -9,9 +9,16 @@ import optuna
 import pytest
 
 from hpsearch.errors import HpsearchError, SpecError, StudyNotFound
+from hpsearch.search.study import (
+    SPEC_ATTR,
+    build_pruner,
+    build_sampler,
+    open_existing,
+    open_study,
+    stored_spec,
+)
 from hpsearch.spec import parse_spec
-from hpsearch.storage import open_storage
-from hpsearch.study import SPEC_ATTR, build_pruner, build_sampler, open_existing, open_study, stored_spec
+from hpsearch.storage.urls import open_storage
 from studies import study_doc
 
 

@@ -9,7 +9,7 @@ from hpsearch.data import load_dataset
 from hpsearch.data.loader import DeviceData
 from hpsearch.models import create_model
 from hpsearch.spec import DataSpec
-from hpsearch.train import Diverged, TrainConfig, fit, lr_factor
+from hpsearch.training.loop import Diverged, TrainConfig, fit, lr_factor
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,7 @@ def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(data, tmp_path, ev
 
 
 def test_final_evaluation_counts_the_confusion_matrix(data):
-    from hpsearch.trial_artifacts import confusion_matrix
+    from hpsearch.search.trial_artifacts import confusion_matrix
 
     torch.manual_seed(0)
     model = create_model("lenet", 4, 1, 28)

@@ -112,7 +112,7 @@ def test_the_wheel_holds_every_package_file_of_the_checkout(wheel):
     """Every file under hpsearch/ in the checkout (modules, layouts, the embedded sample) is in the wheel."""
     names = set(zipfile.ZipFile(wheel).namelist())
     package = [f for f in checkout_files() if f.startswith("hpsearch/")]
-    assert "hpsearch/layouts/overview.toml" in package
+    assert "hpsearch/inspect/layouts/overview.toml" in package
     assert sorted(set(package) - names) == []
 
 

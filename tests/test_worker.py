@@ -1,4 +1,4 @@
-"""hpsearch.worker on real SQLite studies: the target is a total, surplus starts are not counted, the timeout
+"""hpsearch.runtime.worker on real SQLite studies: the target is a total, surplus starts are not counted, the timeout
 stops new trials, and WorkerOptions forwarded as arguments are what `hpsearch worker` accepts."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import optuna
 from conftest import run_cli
 from optuna.trial import TrialState
 
+from hpsearch.runtime.worker import WorkerOptions, finished_count, is_surplus, run_worker, worker_salt
+from hpsearch.search.study import open_study
 from hpsearch.spec import parse_spec
-from hpsearch.storage import Heartbeat, open_storage
-from hpsearch.study import open_study
-from hpsearch.worker import WorkerOptions, finished_count, is_surplus, run_worker, worker_salt
+from hpsearch.storage.urls import Heartbeat, open_storage
 from studies import study_doc
 
 

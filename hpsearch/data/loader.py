@@ -3,7 +3,7 @@
 A training epoch is a seeded permutation of the indices; each batch is an index slice of it gathered
 from the device tensor, so there is no per-image Python, PIL or worker process in the hot path (the
 approach of airbench). Normalisation and augmentation happen afterwards, batched, in
-:mod:`hpsearch.augment`.
+:mod:`hpsearch.training.augment`.
 """
 
 from __future__ import annotations

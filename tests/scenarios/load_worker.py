@@ -9,7 +9,7 @@ import sys
 
 import optuna
 
-from hpsearch.storage import open_storage
+from hpsearch.storage.urls import open_storage
 
 
 def main() -> None:

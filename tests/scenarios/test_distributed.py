@@ -16,7 +16,7 @@ from conftest import start_cli, wait_for
 from optuna.trial import TrialState
 from services import need_driver, service_url, unique
 
-from hpsearch.storage import open_storage
+from hpsearch.storage.urls import open_storage
 from studies import write_study
 
 pytestmark = pytest.mark.slow

@@ -1,7 +1,7 @@
 """Trial faults and storage faults through the real CLI: each failing trial ends with its state and a `reason`,
 the worker goes on with the next trial; storage problems are one line (password masked) and lose nothing.
 
-Faults inside training are injected with ``$HPSEARCH_FAULTS`` (hpsearch/faults.py) at the points where real ones
+Faults inside training are injected with ``$HPSEARCH_FAULTS`` (hpsearch/training/faults.py) at the points where real ones
 happen: the batch allocation (out of memory) and the augmentation (an exception)."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 from optuna.trial import TrialState
 from services import service_url
 
-from hpsearch.storage import open_storage
+from hpsearch.storage.urls import open_storage
 from studies import write_study
 
 pytestmark = pytest.mark.slow

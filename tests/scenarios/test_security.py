@@ -21,13 +21,13 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from services import service_url, unique
 
-from hpsearch import optuna_internals as internals
-from hpsearch.checkpoint import Checkpoints, open_artifact_store
 from hpsearch.errors import HpsearchError
-from hpsearch.space import suggest
+from hpsearch.search.space import suggest
+from hpsearch.search.study import open_study
 from hpsearch.spec import load_spec
-from hpsearch.storage import open_storage
-from hpsearch.study import open_study
+from hpsearch.storage import optuna_internals as internals
+from hpsearch.storage.checkpoints import Checkpoints, open_artifact_store
+from hpsearch.storage.urls import open_storage
 from studies import write_study
 
 pytestmark = pytest.mark.slow

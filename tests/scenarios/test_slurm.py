@@ -17,10 +17,10 @@ from optuna.trial import TrialState
 from services import service_url, unique
 from slurm_cluster import Cluster, check_prerequisites
 
-from hpsearch.status import format_status, storage_status
-from hpsearch.storage import open_storage
-from hpsearch.storage_retry import LOST_WORKER
-from hpsearch.study import finished_count
+from hpsearch.inspect.status import format_status, storage_status
+from hpsearch.search.study import finished_count
+from hpsearch.storage.retry import LOST_WORKER
+from hpsearch.storage.urls import open_storage
 from studies import write_study
 
 pytestmark = pytest.mark.slow

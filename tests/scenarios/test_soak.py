@@ -18,10 +18,10 @@ import pytest
 from optuna.trial import TrialState
 from services import service_url, unique
 
+from hpsearch.search.study import open_study
 from hpsearch.spec import load_spec
-from hpsearch.storage import open_storage
-from hpsearch.storage_retry import LOST_WORKER
-from hpsearch.study import open_study
+from hpsearch.storage.retry import LOST_WORKER
+from hpsearch.storage.urls import open_storage
 from studies import write_study
 
 pytestmark = pytest.mark.slow

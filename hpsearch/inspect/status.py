@@ -10,13 +10,13 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from hpsearch.checkpoint import disk_usage
 from hpsearch.errors import HpsearchError
-from hpsearch.progress import state_counts, summary
-from hpsearch.report import collect_packs, packs_text
-from hpsearch.slurm import SLURM_ATTRS
-from hpsearch.storage import mask_url, open_storage
-from hpsearch.study import load_study
+from hpsearch.inspect.console import state_counts, summary
+from hpsearch.inspect.report import collect_packs, packs_text
+from hpsearch.runtime.slurm import SLURM_ATTRS
+from hpsearch.search.study import load_study
+from hpsearch.storage.checkpoints import disk_usage
+from hpsearch.storage.urls import mask_url, open_storage
 
 
 def study_status(study: optuna.Study) -> dict[str, Any]:

@@ -12,8 +12,8 @@ from typing import TextIO
 import torch
 
 from hpsearch.data.imagefolder import IMAGE_EXTENSIONS, decode
+from hpsearch.deploy.modelfile import load_model
 from hpsearch.errors import HpsearchError
-from hpsearch.modelfile import load_model
 
 
 @dataclass(frozen=True)

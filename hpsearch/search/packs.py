@@ -1,5 +1,5 @@
 """Trial packs on the Optuna side: ask K trials that can train as one, train them with
-:func:`hpsearch.pack.fit_pack`, and tell each its own outcome.
+:func:`hpsearch.training.pack.fit_pack`, and tell each its own outcome.
 
 The first trial samples everything; members 2..K get its structural parameters (``arch`` and the
 architecture's own, ``batch_size``, ``optimizer``, ``fraction``, ``image_size``: see
@@ -27,18 +27,18 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from hpsearch import faults
-from hpsearch import optuna_internals as internals
 from hpsearch.data.loader import batches_per_epoch
 from hpsearch.errors import first_line
+from hpsearch.inspect.console import fmt_params
 from hpsearch.models._registry import TV_PREFIX
-from hpsearch.objective import Interrupted, Objective, TrialRun, release_memory
-from hpsearch.pack import PackOutOfMemory, StackedModel, fit_pack
-from hpsearch.progress import fmt_params
-from hpsearch.space import suggest
+from hpsearch.search.objective import Interrupted, Objective, TrialRun, release_memory
+from hpsearch.search.space import suggest
+from hpsearch.search.study import is_surplus
 from hpsearch.spec import Spec, structural_names
-from hpsearch.study import is_surplus
-from hpsearch.train import FitResult, fit
+from hpsearch.storage import optuna_internals as internals
+from hpsearch.training import faults
+from hpsearch.training.loop import FitResult, fit
+from hpsearch.training.pack import PackOutOfMemory, StackedModel, fit_pack
 
 log = logging.getLogger("hpsearch")
 AUTO_MAX = 16  # the largest pack "auto" picks on a GPU

@@ -17,7 +17,7 @@
 
 The objective calls :func:`install` on each trial's model: with the variable unset it returns at once and the
 model is untouched; otherwise it adds forward hooks that count training-mode forward calls (evaluation runs in
-eval mode and is never faulted). ``hpsearch.train`` knows nothing of this module. Every injected failure's
+eval mode and is never faulted). ``hpsearch.training.loop`` knows nothing of this module. Every injected failure's
 message starts with ``injected by HPSEARCH_FAULTS``, so a trial's ``reason`` says it was injected.
 """
 
@@ -115,7 +115,7 @@ def install(model: nn.Module, trial_seed: int, steps_per_epoch: int) -> FaultPla
 
 
 def install_pack(model: Any, cfgs: list, steps_per_epoch: int) -> None:
-    """The faults of a trial pack (a :class:`hpsearch.pack.StackedModel` and its members' configs): each member
+    """The faults of a trial pack (a :class:`hpsearch.training.pack.StackedModel` and its members' configs): each member
     draws its own plan from its own seed, as a solo trial would. ``diverge`` turns only that member's rows NaN
     (its pack-mates must go on untouched); ``error`` and ``oom_above_batch`` concern the whole fused step."""
     if not active():

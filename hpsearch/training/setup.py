@@ -1,5 +1,5 @@
 """One trial's pieces, built from its sampled values: the ``TrainConfig``, the model on its device and the data
-on its device. The search (:mod:`hpsearch.objective`) and the final retraining (:mod:`hpsearch.retrain`) both
+on its device. The search (:mod:`hpsearch.search.objective`) and the final retraining (:mod:`hpsearch.deploy.retrain`) both
 build through here, so a trial retrains exactly as it was searched."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from hpsearch.data.base import Dataset
 from hpsearch.data.loader import DeviceData
 from hpsearch.models import create_model
 from hpsearch.params import train_params
-from hpsearch.space import arch_params
+from hpsearch.search.space import arch_params
 from hpsearch.spec import Spec
-from hpsearch.train import TrainConfig
+from hpsearch.training.loop import TrainConfig
 
 # channels_last helps convolutions on CUDA and on x86 CPUs alike (1.3x measured on the project's CPU)
 CHANNELS_LAST = True

@@ -25,26 +25,15 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from hpsearch import faults, promotion
-from hpsearch import optuna_internals as internals
-from hpsearch.checkpoint import Checkpoints, open_artifact_store, retried_numbers
 from hpsearch.data import load_dataset
 from hpsearch.data.base import Dataset
-from hpsearch.device import configure, resolve_device, resolve_precision
 from hpsearch.errors import StorageError, first_line
-from hpsearch.objective import Interrupted, Objective, StopFlag, release_memory
-from hpsearch.options import WorkerOptions
-from hpsearch.packs import pack_size, run_next_pack
-from hpsearch.progress import Progress, summary
-from hpsearch.spec import Spec
-from hpsearch.storage import (
-    RetryStaleTrial,
-    mask_secrets,
-    mask_url,
-    open_storage,
-)
-from hpsearch.storage_retry import is_transient
-from hpsearch.study import (
+from hpsearch.inspect.console import Progress, summary
+from hpsearch.runtime.options import WorkerOptions
+from hpsearch.search import asha as promotion
+from hpsearch.search.objective import Interrupted, Objective, StopFlag, release_memory
+from hpsearch.search.packs import pack_size, run_next_pack
+from hpsearch.search.study import (
     Surplus,
     build_pruner,
     build_sampler,
@@ -55,6 +44,18 @@ from hpsearch.study import (
     stop_reason,
     stored_spec,
 )
+from hpsearch.spec import Spec
+from hpsearch.storage import optuna_internals as internals
+from hpsearch.storage.checkpoints import Checkpoints, open_artifact_store, retried_numbers
+from hpsearch.storage.retry import is_transient
+from hpsearch.storage.urls import (
+    RetryStaleTrial,
+    mask_secrets,
+    mask_url,
+    open_storage,
+)
+from hpsearch.training import faults
+from hpsearch.training.device import configure, resolve_device, resolve_precision
 
 log = logging.getLogger("hpsearch")
 DEFAULT_OPTIONS = WorkerOptions()

@@ -3,7 +3,7 @@
 The K models' parameters and buffers are stacked along a new first dimension (``torch.func.stack_module_state``,
 then one flat (K, P) tensor) and the architecture runs once per step as one network. Two forwards do that:
 
-- ``fused`` (the default wherever it applies): the HFTA layers of :mod:`hpsearch.fused` (Wang et al., MLSys
+- ``fused`` (the default wherever it applies): the HFTA layers of :mod:`hpsearch.training.fused` (Wang et al., MLSys
   2021): each convolution is one grouped convolution over the K members' channels, each BatchNorm one over K·C
   channels (every member keeps its own batch statistics and running averages), each linear layer one batched
   matmul. Checked against vmap on a probe input when the pack is built.
@@ -18,7 +18,7 @@ label smoothing, augmentation strength, BatchNorm statistics and dropout masks (
 Shared: the batch indices of every step (one gather; common random numbers make the members' comparison
 fairer), the schedule's shape and everything else that fixes tensor shapes or the step sequence.
 
-:func:`fit_pack` mirrors :func:`hpsearch.train.fit`: each member has its own hooks, eval points, checkpoints
+:func:`fit_pack` mirrors :func:`hpsearch.training.loop.fit`: each member has its own hooks, eval points, checkpoints
 (in ``fit``'s format, so a member resumes solo or in another pack) and result. A member whose hook raises (a
 pruned trial) or whose loss turns non-finite leaves the pack, and the stacked tensors shrink so it costs no more
 compute. Like ``train``, this module never imports optuna.
@@ -38,11 +38,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from hpsearch.augment import PackAugmenter
 from hpsearch.data.loader import DeviceData, batches_per_epoch, epoch_batches
 from hpsearch.errors import first_line
-from hpsearch.fused import FusedForward, Unfusable
-from hpsearch.train import (
+from hpsearch.training.augment import PackAugmenter
+from hpsearch.training.fused import FusedForward, Unfusable
+from hpsearch.training.loop import (
     PROGRESS_EVERY,
     Diverged,
     EvalPoint,
@@ -61,7 +61,7 @@ from hpsearch.train import (
 SHARED_FIELDS = ("batch_size", "optimizer", "max_epochs", "eval_every", "schedule", "warmup", "eval_batch_size",
                  "precision", "max_seconds", "data_seed")
 FORWARDS = ("auto", "fused", "vmap")  # auto: fused where every layer has a fused form, else vmap
-MOMENTUM = 0.9  # SGD's, as in hpsearch.train.make_optimizer
+MOMENTUM = 0.9  # SGD's, as in hpsearch.training.loop.make_optimizer
 BETAS, EPS = (0.9, 0.999), 1e-8  # AdamW's defaults, as torch.optim.AdamW
 
 
@@ -128,7 +128,7 @@ class StackedModel:
 
     @property
     def forward_kind(self) -> str:
-        """``"fused"`` (HFTA layers, :mod:`hpsearch.fused`) or ``"vmap"``."""
+        """``"fused"`` (HFTA layers, :mod:`hpsearch.training.fused`) or ``"vmap"``."""
         return "vmap" if self.fused is None else "fused"
 
     @torch.inference_mode()

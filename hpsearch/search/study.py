@@ -14,11 +14,11 @@ import torchvision
 from optuna.trial import TrialState
 
 from hpsearch import __version__
-from hpsearch.checkpoint import retried_numbers
 from hpsearch.errors import HpsearchError, SpecError, StudyNotFound
-from hpsearch.promotion import superseded
+from hpsearch.search.asha import superseded
 from hpsearch.spec import Spec, parse_spec
-from hpsearch.storage import open_storage
+from hpsearch.storage.checkpoints import retried_numbers
+from hpsearch.storage.urls import open_storage
 
 log = logging.getLogger("hpsearch")
 SPEC_ATTR = "hpsearch.spec"
@@ -71,7 +71,7 @@ def _simple_pruner(name: str, opts: dict) -> optuna.pruners.BasePruner:
         return optuna.pruners.SuccessiveHalvingPruner(**opts)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(**opts)
-    return optuna.pruners.NopPruner()  # "none", and "asha": its trials pause and are promoted (hpsearch.promotion)
+    return optuna.pruners.NopPruner()  # "none", and "asha": its trials pause and are promoted (hpsearch.search.asha)
 
 
 def _superseded(trials: list) -> set[int]:

@@ -15,10 +15,10 @@ import torch
 from PIL import Image, ImageDraw
 from torchvision.utils import make_grid
 
-from hpsearch.augment import Augmenter, aug_params
 from hpsearch.data.loader import DeviceData
-from hpsearch.progress import fmt_params
-from hpsearch.train import autocast
+from hpsearch.inspect.console import fmt_params
+from hpsearch.training.augment import Augmenter, aug_params
+from hpsearch.training.loop import autocast
 
 log = logging.getLogger("hpsearch")
 

@@ -1,6 +1,6 @@
 """Exports a study's trials as a table, one row per trial, to CSV or JSON (chosen by the file's suffix):
 number, state, value, ``param.<name>``, ``attr.<name>`` (user attributes), start and end times (ISO 8601)
-and duration in seconds. Every string is passed through :func:`~hpsearch.storage.mask_secrets`, so a
+and duration in seconds. Every string is passed through :func:`~hpsearch.storage.urls.mask_secrets`, so a
 storage password that ended up in a trial attribute (e.g. in a driver's error message) is never written."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from hpsearch.errors import SpecError
-from hpsearch.storage import mask_secrets
+from hpsearch.storage.urls import mask_secrets
 
 FIXED_COLUMNS = ["number", "state", "value", "datetime_start", "datetime_complete", "duration_s"]
 

@@ -2,7 +2,7 @@
 FrozenTrials, drawing functions turn each into a plotly figure or table, and :func:`write_report` writes them
 into one self-contained HTML file (plotly.js inline once, so it opens offline). Which panels appear, in which
 order and with which options, is read from a TOML layout: a user's own in ``./dashboards/``, else a built-in one
-shipped in ``hpsearch/layouts/`` (see ``dashboards/README.md``).
+shipped in ``hpsearch/inspect/layouts/`` (see ``dashboards/README.md``).
 """
 
 from __future__ import annotations
@@ -24,17 +24,17 @@ import sqlalchemy
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch import optuna_internals as internals
 from hpsearch.errors import SpecError, StorageError, first_line
-from hpsearch.progress import fmt_params, state_counts
-from hpsearch.storage import mask_secrets, mask_url
+from hpsearch.inspect.console import fmt_params, state_counts
+from hpsearch.storage import optuna_internals as internals
+from hpsearch.storage.urls import mask_secrets, mask_url
 
 log = logging.getLogger("hpsearch")
-SPEC_ATTR = "hpsearch.spec"  # same key as hpsearch.study.SPEC_ATTR (not imported: that module pulls in torch)
+SPEC_ATTR = "hpsearch.spec"  # same key as hpsearch.search.study.SPEC_ATTR (not imported: that module pulls in torch)
 VERSIONS_ATTR = "hpsearch.versions"
 METRIC = "val_top1"
 USER_LAYOUTS = Path("dashboards")  # relative: a user's own layouts, in the working directory
-BUILTIN_LAYOUTS = resources.files("hpsearch") / "layouts"  # package data, so a wheel carries them
+BUILTIN_LAYOUTS = resources.files("hpsearch.inspect") / "layouts"  # package data, so a wheel carries them
 
 # ============================================================================================================
 # Study info and layout

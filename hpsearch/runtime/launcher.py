@@ -32,13 +32,13 @@ def parse_gpus(text: str | None) -> list[str] | None:
 
 def launch_study(spec: Spec, storage_url: str, study_name: str | None, opts, workers: int = 1,
                  gpus: list[str] | None = None, force_spec: bool = False, stream: TextIO = sys.stderr) -> int:
-    """Runs the study described by ``spec`` (``opts``: a :class:`hpsearch.worker.WorkerOptions`): in this process
+    """Runs the study described by ``spec`` (``opts``: a :class:`hpsearch.runtime.worker.WorkerOptions`): in this process
     for one worker, else creates or continues the study here and starts the workers as processes (one per GPU
     with ``gpus``, unless ``workers`` asks for more); returns the exit code."""
-    from hpsearch import worker  # imports torch
-    from hpsearch.progress import summary
-    from hpsearch.storage import open_storage
-    from hpsearch.study import open_study
+    from hpsearch.runtime import worker  # imports torch
+    from hpsearch.inspect.console import summary
+    from hpsearch.search.study import open_study
+    from hpsearch.storage.urls import open_storage
 
     if gpus and workers == 1:
         workers = len(gpus)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from hpsearch.errors import HpsearchError, SpecError, first_line
-from hpsearch.storage import mask_secrets, mask_url
+from hpsearch.storage.urls import mask_secrets, mask_url
 
 SIGNAL_LEAD_S = 120  # SIGTERM this long before the time limit (SLURM may send it up to 60 s earlier still)
 SLURM_ATTRS = {"slurm_job_id": "SLURM_JOB_ID", "slurm_array_job_id": "SLURM_ARRAY_JOB_ID",
@@ -130,8 +130,8 @@ def write_private(path: Path, text: str) -> None:
 def prepare_study(target: str, storage_url: str, study_name: str | None, opts: Any) -> tuple[str, int, int]:
     """``target`` is a study file (the study is created, or continued when it exists with the same spec) or the
     name of an existing study; returns (name, finished trials, n_trials)."""
-    from hpsearch.storage import open_storage
-    from hpsearch.study import finished_count, load_study, open_study, stored_spec
+    from hpsearch.search.study import finished_count, load_study, open_study, stored_spec
+    from hpsearch.storage.urls import open_storage
 
     if Path(target).is_file() or target.endswith(".toml"):
         from hpsearch.spec import load_spec

@@ -12,7 +12,7 @@ URL                                   Optuna storage
 ====================================  ================================================================
 
 The default is ``sqlite:///hpsearch.db`` in the working directory, overridden by ``$HPSEARCH_STORAGE`` and
-then by ``--storage``. Every storage is wrapped in :class:`~hpsearch.storage_retry.RetryingStorage`.
+then by ``--storage``. Every storage is wrapped in :class:`~hpsearch.storage.retry.RetryingStorage`.
 Passwords are masked in everything printed.
 """
 
@@ -33,7 +33,7 @@ import sqlalchemy
 from sqlalchemy.engine import make_url
 
 from hpsearch.errors import SpecError, StorageError
-from hpsearch.storage_retry import RetryingStorage, is_transient
+from hpsearch.storage.retry import RetryingStorage, is_transient
 
 log = logging.getLogger("hpsearch")
 

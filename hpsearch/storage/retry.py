@@ -17,7 +17,7 @@ import optuna
 import sqlalchemy.exc
 from optuna.storages import BaseStorage
 
-from hpsearch.optuna_internals import STALE_TRIAL_IDS, BaseHeartbeat
+from hpsearch.storage.optuna_internals import STALE_TRIAL_IDS, BaseHeartbeat
 
 log = logging.getLogger("hpsearch")
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.checkpoint import ATTR, PROMOTED_FROM, parent_number
 from hpsearch.spec import Spec
+from hpsearch.storage.checkpoints import ATTR, PROMOTED_FROM, parent_number
 
 PAUSED_AT = "paused_at_step"
 
@@ -44,7 +44,7 @@ class Rungs:
 
 
 def n_evals(max_epochs: int, eval_every: float) -> int:
-    """A trial's number of eval points (as ``hpsearch.train.eval_steps`` places them)."""
+    """A trial's number of eval points (as ``hpsearch.training.loop.eval_steps`` places them)."""
     return math.ceil(max_epochs / eval_every - 1e-9)
 
 

@@ -10,7 +10,7 @@ without vmap's per-call batching-rule dispatch.
 
 :class:`FusedForward` refuses (:class:`Unfusable`) a model holding tensors in any other layer; a model whose
 ``forward`` mixes channels some other way (a ``view`` with a hard-coded size, a channel ``cat``, a
-``GroupNorm``) is caught by the caller's probe against ``vmap`` (:mod:`hpsearch.pack`), which then keeps vmap.
+``GroupNorm``) is caught by the caller's probe against ``vmap`` (:mod:`hpsearch.training.pack`), which then keeps vmap.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hpsearch.spec import Spec, with_overrides
-from hpsearch.storage import DEFAULT_HEARTBEAT, Heartbeat
+from hpsearch.storage.urls import DEFAULT_HEARTBEAT, Heartbeat
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,14 @@
 """Trial checkpoints in Optuna's artifact store: save after every epoch, find a predecessor's, keep few, and
 list in optuna-dashboard only the ones that still exist.
 
-A checkpoint is ``torch.save`` of plain tensors and values (see :func:`hpsearch.train.fit`); loading uses
+A checkpoint is ``torch.save`` of plain tensors and values (see :func:`hpsearch.training.loop.fit`); loading uses
 ``torch.load(weights_only=True)``, which refuses pickled objects, so a planted file cannot run code.
 Per-epoch checkpoints are written with the store's own ``write`` under a uuid4 id and are not registered as
 trial artifacts (a trial's system attributes could not be cleaned once it finished); the newest one's id is
 recorded on the trial (user attribute ``checkpoint``), which is what resume reads.
 
 Retention: a running trial keeps only its newest checkpoint; a pruned or failed-for-good trial keeps none
-(except a trial paused for a promotion, see ``hpsearch.promotion``);
+(except a trial paused for a promotion, see ``hpsearch.search.asha``);
 completed trials keep theirs only while they rank among the best ``keep_best``. So a study's disk use is
 bounded by (running workers + keep_best) checkpoints, whatever its length (with the asha pruner, plus one per
 configuration paused at a rung and not promoted: any of them may still be). Retention also keeps optuna-dashboard
@@ -39,12 +39,12 @@ from optuna.artifacts import ArtifactMeta, Boto3ArtifactStore, FileSystemArtifac
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch import optuna_internals
 from hpsearch.errors import HpsearchError, SpecError
+from hpsearch.storage import optuna_internals
 
 log = logging.getLogger("hpsearch")
 ATTR = "checkpoint"  # trial user attribute: artifact id of the newest checkpoint
-PROMOTED_FROM = "promoted_from"  # trial user attribute: the paused trial a promoted one continues (hpsearch.promotion)
+PROMOTED_FROM = "promoted_from"  # trial user attribute: the paused trial a promoted one continues (hpsearch.search.asha)
 DEFAULT_DIR = "hpsearch-artifacts"
 # Optuna names artifacts by uuid4; an id read from a (shared, writable) storage that is not a plain name, such as
 # '../x' or '/etc/x', could reach outside the artifact folder or bucket prefix: refused before any file access.
@@ -171,7 +171,7 @@ class Checkpoints:
                         also_keep: Callable[[list[FrozenTrial]], set[int]] | None = None) -> None:
         """Removes every checkpoint the retention rule (module docstring) no longer allows, and registers in
         optuna-dashboard the completed trials' checkpoints it keeps. ``also_keep`` names more finished trials
-        whose checkpoints stay (the paused trials of ``hpsearch.promotion``)."""
+        whose checkpoints stay (the paused trials of ``hpsearch.search.asha``)."""
         trials = study.get_trials(deepcopy=False)
         pending_retry = {n for t in trials if not t.state.is_finished()
                          for n in t.system_attrs.get("retry_history", [])}
@@ -180,7 +180,7 @@ class Checkpoints:
         keep = {t.number for t in complete[: self.keep_best]} | pending_retry
         if also_keep is not None:
             keep |= also_keep(trials)
-        # Optuna 5 has no Study.set_system_attr and exports no storage ids: hpsearch.optuna_internals has them
+        # Optuna 5 has no Study.set_system_attr and exports no storage ids: hpsearch.storage.optuna_internals has them
         storage, sid = optuna_internals.study_storage(study), optuna_internals.study_id(study)
         listable = {t.number: dashboard_artifact_key(optuna_internals.trial_id(t), t.user_attrs[ATTR])
                     for t in complete if ARTIFACT_ID_RE.match(str(t.user_attrs[ATTR]))}
@@ -239,7 +239,7 @@ def retried_numbers(trials: list[FrozenTrial]) -> set[int]:
 
 def parent_number(trial: FrozenTrial) -> int | None:
     """The trial whose training this one continues: the failed trial it retries (the newest in its retry
-    history), or the paused trial it was promoted from (``hpsearch.promotion``); None for a fresh start."""
+    history), or the paused trial it was promoted from (``hpsearch.search.asha``); None for a fresh start."""
     history = trial.system_attrs.get("retry_history", [])
     if history:
         return history[-1]

@@ -20,9 +20,9 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from hpsearch.augment import Augmenter, aug_params
 from hpsearch.data.loader import DeviceData, batches_per_epoch, epoch_batches
 from hpsearch.params import PY_TYPES, train_params
+from hpsearch.training.augment import Augmenter, aug_params
 
 PROGRESS_EVERY = 10  # batches between progress callbacks (each one syncs the device to read the loss)
 

@@ -11,17 +11,17 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from hpsearch.build import build_model, device_data, train_config
 from hpsearch.data import load_dataset
 from hpsearch.data.base import Dataset
-from hpsearch.device import configure, resolve_device, resolve_precision
+from hpsearch.data.fidelity import apply_fidelity
+from hpsearch.deploy.modelfile import save_model
 from hpsearch.errors import HpsearchError
-from hpsearch.fidelity import apply_fidelity
-from hpsearch.modelfile import save_model
-from hpsearch.progress import Progress, fmt_params
-from hpsearch.space import arch_params
-from hpsearch.study import stored_spec, versions
-from hpsearch.train import fit
+from hpsearch.inspect.console import Progress, fmt_params
+from hpsearch.search.space import arch_params
+from hpsearch.search.study import stored_spec, versions
+from hpsearch.training.device import configure, resolve_device, resolve_precision
+from hpsearch.training.loop import fit
+from hpsearch.training.setup import build_model, device_data, train_config
 
 
 def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from hpsearch.checkpoint import open_artifact_store
-from hpsearch.storage import mask_url, open_storage
+from hpsearch.storage.checkpoints import open_artifact_store
+from hpsearch.storage.urls import mask_url, open_storage
 
 
 def serve_dashboard(url: str, artifacts: str | None = None, host: str = "127.0.0.1", port: int = 8080,

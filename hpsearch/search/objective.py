@@ -21,17 +21,19 @@ from typing import Any
 import optuna
 import torch
 
-from hpsearch import faults, promotion, trial_artifacts
-from hpsearch.build import build_model, device_data, train_config
-from hpsearch.checkpoint import Checkpoints, predecessor_checkpoint
 from hpsearch.data.base import Dataset
+from hpsearch.data.fidelity import apply_fidelity
 from hpsearch.data.loader import DeviceData, batches_per_epoch
 from hpsearch.errors import first_line
-from hpsearch.fidelity import apply_fidelity
-from hpsearch.slurm import record_placement
-from hpsearch.space import suggest
+from hpsearch.runtime.slurm import record_placement
+from hpsearch.search import asha as promotion
+from hpsearch.search import trial_artifacts
+from hpsearch.search.space import suggest
 from hpsearch.spec import Spec
-from hpsearch.train import Diverged, EvalPoint, FitResult, TimeLimit, TrainConfig, fit
+from hpsearch.storage.checkpoints import Checkpoints, predecessor_checkpoint
+from hpsearch.training import faults
+from hpsearch.training.loop import Diverged, EvalPoint, FitResult, TimeLimit, TrainConfig, fit
+from hpsearch.training.setup import build_model, device_data, train_config
 
 log = logging.getLogger("hpsearch")
 
@@ -105,7 +107,7 @@ class TrialRun:
     t0: float  # perf_counter at the start
     model: torch.nn.Module | None = None
     resume: dict | None = None
-    pause: promotion.PauseHook | None = None  # the asha pruner's rung stop (hpsearch.promotion)
+    pause: promotion.PauseHook | None = None  # the asha pruner's rung stop (hpsearch.search.asha)
 
 
 class Objective:
@@ -149,7 +151,7 @@ class Objective:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
 
-    # -- the steps of a trial, shared with trial packs (hpsearch.packs) ----------------------------------------
+    # -- the steps of a trial, shared with trial packs (hpsearch.search.packs) ----------------------------------------
 
     def start(self, trial: optuna.Trial, hooks: list[Any] | None = None) -> TrialRun:
         """Samples the configuration and records it; the trial's hooks are the reporter, then ``hooks`` (default:
@@ -180,7 +182,7 @@ class Objective:
 
     def build(self, run: TrialRun, solo: bool = True) -> None:
         """The trial's model on the device; a solo one gets $HPSEARCH_FAULTS' hooks when that is set (a pack's
-        faults go on the fused model: hpsearch.faults.install_pack)."""
+        faults go on the fused model: hpsearch.training.faults.install_pack)."""
         run.model = build_model(run.values, run.ds, self.device, run.seed)
         run.trial.set_user_attr("n_params", sum(p.numel() for p in run.model.parameters()))
         if solo:

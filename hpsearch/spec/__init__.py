@@ -44,7 +44,7 @@ class StudySpec:
     seed: int = 0
     n_trials: int = 20  # finished trials the study should hold in total
     timeout: float | None = None  # seconds for one `hpsearch run`
-    # stop rules, checked by every worker before each trial (hpsearch.study.stop_reason):
+    # stop rules, checked by every worker before each trial (hpsearch.search.study.stop_reason):
     patience: int | None = None  # stop when N finished trials in a row did not improve the best by min_delta
     min_delta: float = 0.0  # val Top-1 points
     target: float | None = None  # stop once a trial reaches this val Top-1 (%)
@@ -76,7 +76,7 @@ class TrainSpec:
     warmup: float = 0.2  # fraction of all steps spent warming up
     eval_batch_size: int = 1024
     max_trial_seconds: float | None = None  # wall seconds of training per trial; then pruned (time_limit)
-    pack: int | str = "auto"  # trials trained as one fused model (hpsearch.pack); "auto": 1 on the CPU
+    pack: int | str = "auto"  # trials trained as one fused model (hpsearch.training.pack); "auto": 1 on the CPU
 
 
 @dataclass(frozen=True)
@@ -229,7 +229,7 @@ PRUNER_OPTIONS: dict[str, dict[str, tuple]] = {
                            "min_early_stopping_rate": (int, 0, None)},
     "hyperband": {"min_resource": (int, 1, None), "max_resource": (int, 1, None),
                   "reduction_factor": (int, 2, None)},
-    # promotion-based successive halving (hpsearch.promotion): min_resource is the first rung's eval point
+    # promotion-based successive halving (hpsearch.search.asha): min_resource is the first rung's eval point
     "asha": {"min_resource": (int, 1, None), "reduction_factor": (int, 2, None), "n_rungs": (int, 1, None)},
     "patient": {"patience": (int, 0, None), "min_delta": (float, 0.0, None),
                 "wrapped": (str, ("median", "percentile", "none")), **_STEPS, "percentile": (float, 0.0, 100.0)},

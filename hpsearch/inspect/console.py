@@ -13,8 +13,8 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
 from hpsearch.data.loader import batches_per_epoch
-from hpsearch.promotion import PAUSED_AT, superseded
-from hpsearch.train import EvalPoint, TrainConfig
+from hpsearch.search.asha import PAUSED_AT, superseded
+from hpsearch.training.loop import EvalPoint, TrainConfig
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 
@@ -110,7 +110,7 @@ def summary(study: optuna.Study) -> str:
     counts = state_counts(trials)
     lines = [f"study {study.study_name}: {len(trials)} trials",
              "  " + "  ".join(f"{s} {n}" for s, n in counts.items())]
-    if promoted := superseded(trials):  # the asha pruner (hpsearch.promotion): a configuration spans trials
+    if promoted := superseded(trials):  # the asha pruner (hpsearch.search.asha): a configuration spans trials
         waiting = sum(t.state == TrialState.PRUNED and PAUSED_AT in t.user_attrs and t.number not in promoted
                       for t in trials)
         lines.append(f"  {len(promoted)} paused trials promoted (they go on in a newer trial); {waiting} paused "

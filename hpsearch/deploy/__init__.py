@@ -1,0 +1,1 @@
+"""After the search: retraining the best configuration, the model file and prediction."""

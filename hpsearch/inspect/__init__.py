@@ -1,0 +1,1 @@
+"""Looking at a study: console progress, status, export, dashboard and report; never imports torch."""

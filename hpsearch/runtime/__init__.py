@@ -1,0 +1,1 @@
+"""Running a study: the worker, launcher, SLURM, placement and options."""

@@ -1,0 +1,1 @@
+"""The search: study, space, trial attribute names, lineage, asha, scheduler, objective, pack trials."""

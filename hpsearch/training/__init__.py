@@ -1,0 +1,1 @@
+"""The training loop, trial packs, augmentation, checkpoint format and trial setup; never imports optuna."""
