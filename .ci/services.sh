@@ -2,7 +2,7 @@
 # Starts PostgreSQL, MariaDB and Redis on 127.0.0.1 when they are down and waits (bounded) until each answers.
 # Exit 1 with one line naming the service when one is missing, cannot start, or does not answer in time: the
 # service tests fail (never skip) under CI=true, but CI should stop here rather than after minutes of tests.
-# Tested by tests/test_ci_services.py (with stand-in commands on PATH).
+# Tested by tests/ci/test_ci_services.py (with stand-in commands on PATH).
 set -uo pipefail
 WAIT_S=${HPSEARCH_CI_SERVICE_WAIT_S:-60}
 

@@ -5,7 +5,7 @@
 #      cifar-10-batches-py/, else throughput on synthetic CIFAR-shaped data (benchmarks/gpu_airbench.py)
 #   3. a 16-trial Fashion-MNIST study (studies/fashion_mnist.toml): wall time and best val Top-1
 #   4. peak GPU memory (nvidia-smi, sampled every 0.5 s, plus PyTorch's allocator peaks)
-#   5. the GPU tests (tests/test_gpu.py: training on CUDA, a real CUDA OOM trial followed by a good one)
+#   5. the GPU tests (tests/training/test_gpu.py: training on CUDA, a real CUDA OOM trial followed by a good one)
 #   6. trial packs on the GPU: a pack of K against K solo trials, img/s and kernel launches per step, both pack
 #      forwards (benchmarks/pack_throughput.py; lenet, vgg, resnet, airbench at K = 1, 2, 4, 8, 16)
 #   7. the study of step 3 (pack = auto) against the co-location alternative: 4 and 2 solo workers on one GPU
@@ -77,7 +77,7 @@ timeout 300 $PY benchmarks/pack_throughput.py --device cuda --repeats 3 \
 cp benchmarks/results/pack_throughput_cuda.json "$RES/" 2>/dev/null
 
 step "5. GPU tests"
-timeout 150 $PY -m pytest tests/test_gpu.py -m gpu -q -p no:cacheprovider 2>&1 | tail -15
+timeout 150 $PY -m pytest tests/training/test_gpu.py -m gpu -q -p no:cacheprovider 2>&1 | tail -15
 
 kill $smi 2>/dev/null
 step "4. peak GPU memory"

@@ -85,3 +85,9 @@ GLOBAL_PARAMS: dict[str, Param] = {
 def train_params() -> dict[str, Param]:
     """The global parameters that are fields of ``TrainConfig`` (role ``"train"``), in table order."""
     return {name: p for name, p in GLOBAL_PARAMS.items() if p.role == "train"}
+
+
+def arch_params(values: dict[str, Any]) -> dict[str, Any]:
+    """The chosen architecture's own parameters, without their ``<arch>.`` prefix."""
+    prefix = values["arch"] + "."
+    return {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)}

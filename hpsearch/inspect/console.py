@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from hpsearch.data.loader import batches_per_epoch
 from hpsearch.search.asha import PAUSED_AT, superseded
+from hpsearch.spec import n_evals
 from hpsearch.training.loop import EvalPoint, TrainConfig
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
@@ -38,7 +39,7 @@ class Progress:
 
     def trial_started(self, number: int, values: dict[str, Any], cfg: TrainConfig, n_train: int) -> None:
         self.trial = number
-        self.n_evals = int(-(-cfg.max_epochs // cfg.eval_every))
+        self.n_evals = n_evals(cfg.max_epochs, cfg.eval_every)
         print(f"trial {number}: {fmt_params(values)}", file=self.stream, flush=True)
         if self.live:
             n_batches = batches_per_epoch(n_train, cfg.batch_size)

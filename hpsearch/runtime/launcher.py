@@ -35,8 +35,8 @@ def launch_study(spec: Spec, storage_url: str, study_name: str | None, opts, wor
     """Runs the study described by ``spec`` (``opts``: a :class:`hpsearch.runtime.worker.WorkerOptions`): in this process
     for one worker, else creates or continues the study here and starts the workers as processes (one per GPU
     with ``gpus``, unless ``workers`` asks for more); returns the exit code."""
-    from hpsearch.runtime import worker  # imports torch
     from hpsearch.inspect.console import summary
+    from hpsearch.runtime import worker  # imports torch
     from hpsearch.search.study import open_study
     from hpsearch.storage.urls import open_storage
 

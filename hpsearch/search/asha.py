@@ -20,14 +20,13 @@ the higher number is dropped as surplus when it starts (:func:`duplicate_of`).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.spec import Spec
+from hpsearch.spec import Spec, n_evals
 from hpsearch.storage.checkpoints import ATTR, PROMOTED_FROM, parent_number
 
 PAUSED_AT = "paused_at_step"
@@ -41,11 +40,6 @@ class Rungs:
     def next_after(self, step: int) -> int | None:
         """The rung a trial that has passed eval point ``step`` pauses at next (None: it trains to the end)."""
         return next((r for r in self.steps if r > step), None)
-
-
-def n_evals(max_epochs: int, eval_every: float) -> int:
-    """A trial's number of eval points (as ``hpsearch.training.loop.eval_steps`` places them)."""
-    return math.ceil(max_epochs / eval_every - 1e-9)
 
 
 def rungs(spec: Spec) -> Rungs | None:

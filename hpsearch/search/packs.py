@@ -34,7 +34,7 @@ from hpsearch.models._registry import TV_PREFIX
 from hpsearch.search.objective import Interrupted, Objective, TrialRun, release_memory
 from hpsearch.search.space import suggest
 from hpsearch.search.study import is_surplus
-from hpsearch.spec import Spec, structural_names
+from hpsearch.spec import Spec, n_evals, structural_names
 from hpsearch.storage import optuna_internals as internals
 from hpsearch.training import faults
 from hpsearch.training.loop import FitResult, fit
@@ -126,8 +126,7 @@ def run_pack(study: optuna.Study, objective: Objective, trials: list[optuna.Tria
         trial.set_user_attr("pack_member", member)
         trial.set_user_attr("pack_size_chosen_by", pack_note)
         run = objective.start(trial, hooks=[])
-        n_evals = int(-(-run.cfg.max_epochs // run.cfg.eval_every))
-        run.hooks.insert(1, progress.member(trial.number, n_evals))
+        run.hooks.insert(1, progress.member(trial.number, n_evals(run.cfg.max_epochs, run.cfg.eval_every)))
         if objective.stop is not None:
             run.hooks.insert(2, objective.stop)
         runs.append(run)

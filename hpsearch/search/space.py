@@ -32,12 +32,6 @@ def _suggest_one(trial: Any, d: Dimension) -> Any:
     return trial.suggest_float(d.name, d.low, d.high, step=d.step, log=d.log)
 
 
-def arch_params(values: dict[str, Any]) -> dict[str, Any]:
-    """The chosen architecture's own parameters, without their ``<arch>.`` prefix."""
-    prefix = values["arch"] + "."
-    return {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)}
-
-
 def describe(space: tuple[Dimension, ...]) -> list[tuple[str, str]]:
     """(name, description) rows for `hpsearch validate`."""
     return [(d.name, d.describe() + (f"  (when arch = {d.arch})" if d.arch else "")) for d in space]

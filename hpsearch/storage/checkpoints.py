@@ -70,7 +70,7 @@ def dashboard_artifact_key(trial_id: int, artifact_id: str) -> str:
     builds ``dashboard:artifacts:<trial_id>:``, ``list_trial_artifacts`` and ``get_trial_artifact_meta`` read the
     study's system attributes under that prefix (JSON of ``ArtifactMeta``; null entries are skipped), and
     ``delete_trial_artifact`` deletes one by setting it to JSON null. Study system attributes stay writable after
-    a trial finishes, its own system attributes do not. ``tests/test_checkpoint.py`` checks the dashboard's own
+    a trial finishes, its own system attributes do not. ``tests/storage/test_checkpoints.py`` checks the dashboard's own
     ``list_trial_artifacts`` lists what this key registers.
     """
     return f"dashboard:artifacts:{trial_id}:{artifact_id}"

@@ -4,7 +4,7 @@ hpsearch needs a few things Optuna does not export: a study's storage and id, a 
 heartbeat mix-in (to wrap a storage without losing its heartbeat), the name of the storage method that
 ``optuna.storages.fail_stale_trials`` asks for stale trials (to record why they failed), and Optuna's ORM models
 (to read 10,000 trials fast). Nothing else in hpsearch touches ``optuna.*._private`` modules or underscored
-attributes; ``tests/test_optuna_internals.py`` exercises each function here against a real study, so an Optuna
+attributes; ``tests/storage/test_optuna_internals.py`` exercises each function here against a real study, so an Optuna
 release that changes one fails that test by name rather than a trial somewhere else.
 """
 

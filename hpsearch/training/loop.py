@@ -2,7 +2,7 @@
 
 This module never imports optuna. At every eval point ``fit`` computes validation Top-1/Top-5 and calls
 each hook's ``on_eval``; a hook may raise to stop training (the Optuna glue raises ``TrialPruned``).
-A non-finite loss raises :class:`Diverged`; training past ``max_seconds`` raises :class:`TimeLimit`. Eval
+A non-finite loss raises :class:`Diverged`; training past ``max_trial_seconds`` raises :class:`TimeLimit`. Eval
 points are spaced ``eval_every`` epochs apart and numbered 1, 2, ... so that step k means the same fraction
 of training in every trial, whatever its batch size.
 """
@@ -14,7 +14,7 @@ import functools
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, make_dataclass
+from dataclasses import asdict, dataclass, field, fields, make_dataclass
 from typing import Any, Protocol
 
 import torch
@@ -22,22 +22,23 @@ from torch import nn
 
 from hpsearch.data.loader import DeviceData, batches_per_epoch, epoch_batches
 from hpsearch.params import PY_TYPES, train_params
+from hpsearch.spec import TrainSpec, n_evals
 from hpsearch.training.augment import Augmenter, aug_params
 
 PROGRESS_EVERY = 10  # batches between progress callbacks (each one syncs the device to read the loss)
 
 
-# The study's training settings, resolved for one ``fit`` call: (name, type, default).
+# The study's training settings that ``fit`` reads, declared once in the spec's ``[train]`` table
+# (hpsearch.spec.TrainSpec: max_epochs, eval_every, schedule, warmup, eval_batch_size, max_trial_seconds) and
+# taken from it with their types and defaults; then the settings a caller resolves for one ``fit`` call.
+LOOP_SETTINGS = ("max_epochs", "eval_every", "schedule", "warmup", "eval_batch_size", "max_trial_seconds")
+_TRAIN_SPEC = {f.name: f for f in fields(TrainSpec)}
 TRAIN_SETTINGS: list[tuple[str, Any, Any]] = [
-    ("max_epochs", int, 5),
-    ("eval_every", float, 0.5),  # epochs between eval points
-    ("schedule", str, "onecycle"),
-    ("warmup", float, 0.2),  # fraction of all steps
-    ("eval_batch_size", int, 1024),
-    ("precision", str, "fp32"),  # resolved: fp32 | bf16 | fp16
+    (name, _TRAIN_SPEC[name].type, _TRAIN_SPEC[name].default) for name in LOOP_SETTINGS
+] + [
+    ("precision", str, "fp32"),  # resolved: fp32 | bf16 | fp16 (the spec's "auto" is resolved by the caller)
     ("seed", int, 0),  # initialisation and dropout (the caller seeds the model's creation with it too)
     ("data_seed", int | None, None),  # data order and augmentation draws (None: seed); a pack's members share one
-    ("max_seconds", float | None, None),  # wall seconds of one fit call (training and evaluation), then TimeLimit
 ]
 
 # Everything ``fit`` needs: one trial's hyperparameters (lr: peak learning rate; batch_size; weight_decay;
@@ -84,7 +85,7 @@ class Diverged(Exception):
 
 
 class TimeLimit(Exception):
-    """Training ran longer than ``TrainConfig.max_seconds``."""
+    """Training ran longer than ``TrainConfig.max_trial_seconds``."""
 
     def __init__(self, epoch: float, seconds: float, limit: float):
         super().__init__(f"{seconds:.1f} s passed the limit of {limit:g} s at epoch {epoch:.2f}")
@@ -167,8 +168,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, augmenter: Augm
 
 def eval_steps(cfg: TrainConfig, n_batches: int) -> list[int]:
     """The optimizer steps after which eval points 1, 2, ... fall: every ``eval_every`` epochs and at the end."""
-    n_evals = math.ceil(cfg.max_epochs / cfg.eval_every - 1e-9)
-    return [round(min(k * cfg.eval_every, cfg.max_epochs) * n_batches) for k in range(1, n_evals + 1)]
+    n = n_evals(cfg.max_epochs, cfg.eval_every)
+    return [round(min(k * cfg.eval_every, cfg.max_epochs) * n_batches) for k in range(1, n + 1)]
 
 
 def data_generators(cfg: TrainConfig, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
@@ -209,8 +210,8 @@ def fit(model: nn.Module, data: DeviceData, cfg: TrainConfig, hooks: Sequence[An
     eval_at = eval_steps(cfg, n_batches)
 
     def check_time() -> None:
-        if cfg.max_seconds is not None and (spent := time.perf_counter() - t_start) > cfg.max_seconds:
-            raise TimeLimit(step / n_batches, spent, cfg.max_seconds)
+        if cfg.max_trial_seconds is not None and (spent := time.perf_counter() - t_start) > cfg.max_trial_seconds:
+            raise TimeLimit(step / n_batches, spent, cfg.max_trial_seconds)
 
     model.train()
     points: list[EvalPoint] = []

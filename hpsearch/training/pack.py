@@ -59,7 +59,7 @@ from hpsearch.training.loop import (
 
 # TrainConfig fields that every member of a pack shares: they fix tensor shapes or the step sequence.
 SHARED_FIELDS = ("batch_size", "optimizer", "max_epochs", "eval_every", "schedule", "warmup", "eval_batch_size",
-                 "precision", "max_seconds", "data_seed")
+                 "precision", "max_trial_seconds", "data_seed")
 FORWARDS = ("auto", "fused", "vmap")  # auto: fused where every layer has a fused form, else vmap
 MOMENTUM = 0.9  # SGD's, as in hpsearch.training.loop.make_optimizer
 BETAS, EPS = (0.9, 0.999), 1e-8  # AdamW's defaults, as torch.optim.AdamW
@@ -470,8 +470,8 @@ def fit_pack(models: Sequence[nn.Module], data: DeviceData, cfgs: Sequence[Train
                     each_member("on_eval_state", [(points[i][-1], checkpoint_of(row, i, epoch, b + 1))
                                                   for row, i in enumerate(alive)])
                     t_train = time.perf_counter()
-                if first.max_seconds is not None and (spent := time.perf_counter() - t_start) > first.max_seconds:
-                    drop({row: TimeLimit(step / n_batches, spent, first.max_seconds) for row in range(len(alive))})
+                if first.max_trial_seconds is not None and (spent := time.perf_counter() - t_start) > first.max_trial_seconds:
+                    drop({row: TimeLimit(step / n_batches, spent, first.max_trial_seconds) for row in range(len(alive))})
             if not alive:
                 break
             pause = time.perf_counter()

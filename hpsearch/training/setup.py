@@ -13,10 +13,9 @@ from torch import nn
 from hpsearch.data.base import Dataset
 from hpsearch.data.loader import DeviceData
 from hpsearch.models import create_model
-from hpsearch.params import train_params
-from hpsearch.search.space import arch_params
+from hpsearch.params import arch_params, train_params
 from hpsearch.spec import Spec
-from hpsearch.training.loop import TrainConfig
+from hpsearch.training.loop import LOOP_SETTINGS, TrainConfig
 
 # channels_last helps convolutions on CUDA and on x86 CPUs alike (1.3x measured on the project's CPU)
 CHANNELS_LAST = True
@@ -27,9 +26,8 @@ def train_config(spec: Spec, values: dict[str, Any], seed: int, precision: str, 
     declared default) plus the study's training settings; ``overrides`` replace any field."""
     t = spec.train
     hparams = {name: values.get(name, p.default) for name, p in train_params().items()}
-    cfg = TrainConfig(**hparams, max_epochs=t.max_epochs, eval_every=t.eval_every, schedule=t.schedule,
-                      warmup=t.warmup, eval_batch_size=t.eval_batch_size, precision=precision, seed=seed,
-                      max_seconds=t.max_trial_seconds)
+    cfg = TrainConfig(**hparams, **{name: getattr(t, name) for name in LOOP_SETTINGS}, precision=precision,
+                      seed=seed)
     return dataclasses.replace(cfg, **overrides) if overrides else cfg
 
 

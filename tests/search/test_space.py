@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import optuna
 
-from hpsearch.search.space import arch_params, suggest
+from hpsearch.params import arch_params
+from hpsearch.search.space import suggest
 from hpsearch.spec import parse_spec
 
 SPEC = parse_spec({

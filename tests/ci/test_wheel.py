@@ -25,7 +25,7 @@ from browser import running_dashboard
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 STUDY = "wheel"
 
 

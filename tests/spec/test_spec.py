@@ -9,7 +9,7 @@ import pytest
 from hpsearch.errors import SpecError
 from hpsearch.spec import load_spec, parse_spec
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BASE = {"study": {"name": "s"}, "data": {"dataset": "synthetic"}}
 
 

@@ -10,7 +10,7 @@ import yaml
 
 from hpsearch.cli import cli
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "cluster.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "cluster.md"
 
 
 def manifests() -> dict[str, dict]:

@@ -14,7 +14,7 @@ import pytest
 
 from hpsearch.spec import load_spec
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 BENCHMARKS = ["loop_throughput", "imagefolder_cache", "overhead", "report_scale", "storage_scale",
@@ -30,7 +30,7 @@ def run_benchmark(name: str, args: list[str], tmp_path: Path, **env: str) -> sub
 
 
 # scripts whose --quick smoke test lives in a test module of their own
-TESTED_ELSEWHERE = {"pack_throughput": "tests/test_pack_benchmark.py"}
+TESTED_ELSEWHERE = {"pack_throughput": "tests/benchmarks/test_pack_benchmark.py"}
 
 
 def test_every_benchmark_script_is_smoke_tested():
