@@ -9,7 +9,7 @@ writes them. It is built in an SQLite file (a real Optuna RDB storage; ``--sqlit
 temporary file) by :func:`bulk_insert`, which is checked against Optuna's ``add_trials`` first. Timed: ``hpsearch report --storage sqlite:///...`` as a
 subprocess (interpreter start, imports, reading every trial from the database, drawing, writing: the
 target is < 15 s at 10,000 × 20), and, in this process on fresh handles, the reading of the trials
-(``hpsearch.inspect.report.read_trials``, and Optuna's ``get_trials`` for comparison) and ``write_report`` (which
+(``hpsearch.inspect.collect.read_trials``, and Optuna's ``get_trials`` for comparison) and ``write_report`` (which
 reads them too). ``--memory`` instead times ``write_report`` on an in-memory
 study (no database). Reported: seconds to build (not part of the target), the timings, the database and HTML
 sizes.
@@ -41,7 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _common import write_result  # noqa: E402
 
-from hpsearch.inspect.report import read_trials, write_report  # noqa: E402
+from hpsearch.inspect.collect import read_trials  # noqa: E402
+from hpsearch.inspect.report import write_report  # noqa: E402
 
 DISTS = {"arch": CategoricalDistribution(["lenet", "vgg", "resnet"]), "lr": FloatDistribution(1e-4, 1e-1, log=True),
          "batch_size": CategoricalDistribution([32, 64, 128, 256]), "aug_strength": FloatDistribution(0.0, 1.0)}

@@ -3,6 +3,9 @@ one line per finished trial, and a summary table at the end."""
 
 from __future__ import annotations
 
+# Torch-free (a test checks it): the training loop's objects reach this module as duck-typed arguments (a
+# TrainConfig's max_epochs / eval_every, an EvalPoint's step / epoch / top1), so `hpsearch status` and the report
+# import it without importing torch.
 import contextlib
 import sys
 from collections import Counter
@@ -12,10 +15,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
-from hpsearch.data.loader import batches_per_epoch
-from hpsearch.search.asha import PAUSED_AT, superseded
+from hpsearch.search.asha import superseded
 from hpsearch.spec import n_evals
-from hpsearch.training.loop import EvalPoint, TrainConfig
+from hpsearch.storage.attrs import PAUSED_AT
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 
@@ -36,23 +38,25 @@ class Progress:
         self.bar: tqdm | None = None
         self.trial = -1
         self.n_evals = 0
+        self.max_epochs = 1
 
-    def trial_started(self, number: int, values: dict[str, Any], cfg: TrainConfig, n_train: int) -> None:
+    def trial_started(self, number: int, values: dict[str, Any], cfg: Any, n_train: int = 0) -> None:
+        """``cfg``: the trial's TrainConfig (its max_epochs and eval_every are read)."""
         self.trial = number
+        self.max_epochs = cfg.max_epochs
         self.n_evals = n_evals(cfg.max_epochs, cfg.eval_every)
         print(f"trial {number}: {fmt_params(values)}", file=self.stream, flush=True)
-        if self.live:
-            n_batches = batches_per_epoch(n_train, cfg.batch_size)
-            self.bar = tqdm(total=n_batches * cfg.max_epochs, file=self.stream, leave=False, unit="batch",
-                            desc=f"trial {number}", dynamic_ncols=True)
+        if self.live:  # its total is set by the first progress callback, which knows the batches per epoch
+            self.bar = tqdm(file=self.stream, leave=False, unit="batch", desc=f"trial {number}", dynamic_ncols=True)
 
     def on_progress(self, epoch: int, batch: int, n_batches: int, loss: float, images_per_s: float) -> None:
         if self.bar is not None:
+            self.bar.total = n_batches * self.max_epochs
             self.bar.n = epoch * n_batches + batch
             self.bar.set_postfix_str(f"epoch {epoch + 1} step {batch}/{n_batches} loss {loss:.3f} "
                                      f"{images_per_s:,.0f} img/s", refresh=True)
 
-    def on_eval(self, p: EvalPoint) -> None:
+    def on_eval(self, p: Any) -> None:
         if self.bar is not None:
             self.bar.set_description_str(f"trial {self.trial} top1 {p.top1:.2f}%")
             return
@@ -81,7 +85,7 @@ class Progress:
         print(f"trial {trial.number} {what} in {a.get('wall_s', 0):.1f} s{best}", file=self.stream, flush=True)
 
 
-def eval_line(number: int, n_evals: int, p: EvalPoint) -> str:
+def eval_line(number: int, n_evals: int, p: Any) -> str:
     return (f"trial {number} eval {p.step}/{n_evals} epoch {p.epoch:.2f}: val top1 {p.top1:.2f}% "
             f"top5 {p.top5:.2f}% loss {p.train_loss:.4f} {p.images_per_s:,.0f} img/s")
 
@@ -92,7 +96,7 @@ class MemberLines:
     def __init__(self, stream: TextIO, number: int, n_evals: int):
         self.stream, self.number, self.n_evals = stream, number, n_evals
 
-    def on_eval(self, p: EvalPoint) -> None:
+    def on_eval(self, p: Any) -> None:
         print(eval_line(self.number, self.n_evals, p), file=self.stream, flush=True)
 
 

@@ -11,10 +11,10 @@ import optuna
 from optuna.trial import TrialState
 
 from hpsearch.errors import HpsearchError
+from hpsearch.inspect.collect import collect_packs, packs_text
 from hpsearch.inspect.console import state_counts, summary
-from hpsearch.inspect.report import collect_packs, packs_text
-from hpsearch.runtime.slurm import SLURM_ATTRS
 from hpsearch.search.study import load_study
+from hpsearch.storage import attrs
 from hpsearch.storage.checkpoints import disk_usage
 from hpsearch.storage.urls import mask_url, open_storage
 
@@ -26,10 +26,13 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
     return {"study": study.study_name, "trials": len(trials), "states": state_counts(trials),
             "best_value": best.value if best else None, "best_trial": best.number if best else None,
             "packs": collect_packs(trials),
-            "resumed": [{"trial": t.number, "from_trial": t.user_attrs["resumed_from_trial"],
-                         "at_epoch": t.user_attrs.get("resumed_at_epoch")}
-                        for t in trials if "resumed_from_trial" in t.user_attrs],
-            "running": [{"trial": t.number, **{k: t.user_attrs.get(k) for k in ("host", *SLURM_ATTRS)}}
+            "resumed": [{"trial": t.number, "from_trial": t.user_attrs[attrs.RESUMED_FROM],
+                         "at_epoch": t.user_attrs.get(attrs.RESUMED_AT)}
+                        for t in trials if t.user_attrs.get(attrs.RESUMED_FROM) is not None],
+            # trials that should have continued a checkpoint and trained from scratch instead, with the reason
+            "fallbacks": [{"trial": t.number, "reason": t.user_attrs[attrs.FALLBACK]}
+                          for t in trials if t.user_attrs.get(attrs.FALLBACK)],
+            "running": [{"trial": t.number, **{k: t.user_attrs.get(k) for k in (attrs.HOST, *attrs.SLURM)}}
                         for t in trials if t.state == TrialState.RUNNING]}
 
 
@@ -55,6 +58,9 @@ def format_status(status: dict[str, Any], as_json: bool = False) -> str:
             lines.append(f"  {packs_text(r['packs'])}")
         lines += [f"  trial {x['trial']} resumed trial {x['from_trial']} at epoch {x['at_epoch']}"
                   for x in r["resumed"]]
+        if r["fallbacks"]:
+            lines.append(f"  {len(r['fallbacks'])} trained from scratch instead of resuming: "
+                         + "; ".join(f"trial {x['trial']} ({x['reason']})" for x in r["fallbacks"]))
         lines += [f"  trial {x['trial']} running on {x['host'] or 'an unknown host'}{_slurm_text(x)}"
                   for x in r["running"]]
     return "\n".join(lines)

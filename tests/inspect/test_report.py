@@ -1,4 +1,4 @@
-"""hpsearch.inspect.report: the collect functions on empty, only-failed and normal studies, layouts, write_report."""
+"""hpsearch.inspect.collect and .report: the collect functions on empty, only-failed and normal studies, layouts, write_report."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpsearch.errors import SpecError
-from hpsearch.inspect import report
+from hpsearch.inspect import collect, report
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SECRET_URL = "postgresql+psycopg://alice:hunter2pw@db.example/hp"
@@ -70,7 +70,7 @@ def trials_of(study):
 
 def test_every_panel_builds_for_every_kind_of_study(any_study):
     """Each panel of the default layout yields figures or a note, never an exception."""
-    trials, info = trials_of(any_study), report.study_info(any_study)
+    trials, info = trials_of(any_study), collect.study_info(any_study)
     for panel in report.load_layout("overview"):
         out = report.build_panel(panel, trials, info)
         assert isinstance(out, str | list) and out, panel["kind"]
@@ -79,35 +79,35 @@ def test_every_panel_builds_for_every_kind_of_study(any_study):
 def test_collect_on_empty_and_failed_studies_returns_empty_data(tmp_path):
     for kind in ("empty", "failed"):
         trials = trials_of(make_study(tmp_path, kind, name=kind))
-        assert report.collect_history(trials) == {"number": [], "value": [], "best": []}
-        assert report.collect_anytime(trials) == {"seconds": [], "best": []}
-        assert report.collect_curves(trials)["groups"] == {}
-        assert report.collect_importance(trials)["importance"] == {}
-        assert report.collect_parallel(trials)["value"] == []
-        assert report.collect_slices(trials, ["lr"]) == {}
-        assert report.collect_arch(trials) == {}
-        assert report.collect_savings(trials, 4.0)["percent_saved"] is None
-        assert report.collect_leaderboard(trials) == []
-        header = report.collect_header(trials, report.study_info(make_study(tmp_path, "empty", name=kind + "2")))
+        assert collect.collect_history(trials) == {"number": [], "value": [], "best": []}
+        assert collect.collect_anytime(trials) == {"seconds": [], "best": []}
+        assert collect.collect_curves(trials)["groups"] == {}
+        assert collect.collect_importance(trials)["importance"] == {}
+        assert collect.collect_parallel(trials)["value"] == []
+        assert collect.collect_slices(trials, ["lr"]) == {}
+        assert collect.collect_arch(trials) == {}
+        assert collect.collect_savings(trials, 4.0)["percent_saved"] is None
+        assert collect.collect_leaderboard(trials) == []
+        header = collect.collect_header(trials, collect.study_info(make_study(tmp_path, "empty", name=kind + "2")))
         assert header["states"]["FAIL"] == (3 if kind == "failed" else 0)
 
 
 def test_history_and_anytime_best_so_far_is_monotone(tmp_path):
     trials = trials_of(make_study(tmp_path))
-    h = report.collect_history(trials)
+    h = collect.collect_history(trials)
     assert h["number"] == [0, 1, 2, 3] and h["value"] == [50, 70, 60, 80]
     assert h["best"] == [50, 70, 70, 80]
-    a = report.collect_anytime(trials)
+    a = collect.collect_anytime(trials)
     assert a["best"] == [50, 70, 70, 80]
     assert all(x <= y for x, y in zip(a["seconds"], a["seconds"][1:], strict=False)) and a["seconds"][0] >= 0
 
 
 def test_curves_group_by_state_and_downsample(tmp_path):
     trials = trials_of(make_study(tmp_path))
-    c = report.collect_curves(trials, eval_every=0.5)
+    c = collect.collect_curves(trials, eval_every=0.5)
     assert c["groups"]["COMPLETE"]["n"] == 4 and c["groups"]["PRUNED"]["n"] == 2 and not c["downsampled"]
     assert c["groups"]["PRUNED"]["x"] == [0.5, None, 0.5, 1.0, None]  # step × eval_every, None between trials
-    small = report.collect_curves(trials, max_curves=3)
+    small = collect.collect_curves(trials, max_curves=3)
     assert small["downsampled"] and small["n_drawn"] == 3 and small["n_total"] == 6
     drawn = small["groups"]["COMPLETE"]["y"]
     assert 80 in drawn, "the best trial is always drawn"
@@ -115,7 +115,7 @@ def test_curves_group_by_state_and_downsample(tmp_path):
 
 def test_pruning_savings_for_a_known_case(tmp_path):
     """4 complete × 4 epochs + pruned at epochs 1 and 2 = 19 of 6 × 4 = 24 epochs: 20.83% saved."""
-    s = report.collect_savings(trials_of(make_study(tmp_path)), max_epochs=4.0, eval_every=1.0)
+    s = collect.collect_savings(trials_of(make_study(tmp_path)), max_epochs=4.0, eval_every=1.0)
     assert s["n_trials"] == 6 and s["n_pruned"] == 2
     assert s["epochs_trained"] == 19 and s["epochs_unpruned"] == 24
     assert s["percent_saved"] == pytest.approx(100 * 5 / 24)
@@ -123,31 +123,31 @@ def test_pruning_savings_for_a_known_case(tmp_path):
 
 def test_leaderboard_order_and_length(tmp_path):
     trials = trials_of(make_study(tmp_path))
-    rows = report.collect_leaderboard(trials, top=3)
+    rows = collect.collect_leaderboard(trials, top=3)
     assert [r["val_top1"] for r in rows] == [80, 70, 60]
     assert [r["number"] for r in rows] == [3, 1, 2]
     assert rows[0]["val_top5"] == 95 and rows[0]["epochs"] == 4 and rows[0]["state"] == "COMPLETE"
-    assert len(report.collect_leaderboard(trials, top=10)) == 4
+    assert len(collect.collect_leaderboard(trials, top=10)) == 4
 
 
 def test_parallel_slices_arch_and_importance(tmp_path):
     trials = trials_of(make_study(tmp_path))
-    p = report.collect_parallel(trials)
+    p = collect.collect_parallel(trials)
     names = [d["name"] for d in p["dims"]]
     assert names == ["arch", "lr", "batch_size", "aug_strength"] and len(p["value"]) == 4
     arch = next(d for d in p["dims"] if d["name"] == "arch")
     assert arch["labels"] == ["lenet", "resnet"] and set(arch["values"]) <= {0, 1}
-    s = report.collect_slices(trials, ["lr", "batch_size", "missing"])
+    s = collect.collect_slices(trials, ["lr", "batch_size", "missing"])
     assert set(s) == {"lr", "batch_size"} and s["lr"]["log"] and len(s["lr"]["x"]) == 4
-    a = report.collect_arch(trials)
+    a = collect.collect_arch(trials)
     assert sorted(v for vs in a.values() for v in vs) == [50, 60, 70, 80]
-    imp = report.collect_importance(trials)
+    imp = collect.collect_importance(trials)
     assert set(imp["importance"]) <= {"arch", "lr", "batch_size", "aug_strength"}
 
 
 def test_header_counts_states_and_devices(tmp_path):
     study = make_study(tmp_path)
-    h = report.collect_header(trials_of(study), report.study_info(study))
+    h = collect.collect_header(trials_of(study), collect.study_info(study))
     assert h["states"]["COMPLETE"] == 4 and h["states"]["PRUNED"] == 2 and h["states"]["FAIL"] == 1
     assert h["devices"] == {"cpu": 7} and h["metric"] == "val_top1" and h["name"] == "demo"
 

@@ -1,4 +1,4 @@
-"""hpsearch.inspect.report.read_trials: its direct read of an RDB storage returns exactly what Optuna's get_trials returns,
+"""hpsearch.inspect.collect.read_trials: its direct read of an RDB storage returns exactly what Optuna's get_trials returns,
 on SQLite, PostgreSQL and MariaDB, through hpsearch's storage wrappers."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState, create_trial
 from services import service_url, unique
 
-from hpsearch.inspect.report import read_trials
+from hpsearch.inspect.collect import read_trials
 from hpsearch.storage import optuna_internals as internals
 from hpsearch.storage.urls import open_storage
 
