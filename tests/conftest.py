@@ -67,3 +67,41 @@ def wait_for(pred, timeout: float, what: str, poll_s: float = 0.2):
 @pytest.fixture
 def cli():
     return run_cli
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Test lanes. `pytest -m "not slow"` is the development loop (in-process tests, minutes); the README's test
+# command runs everything. A test that starts a process (the CLI, a worker, a daemon, a build) or talks to a
+# database service belongs to the slow lane: the folders of such tests are marked here as a whole, and any
+# other test that does so without the mark fails, naming what it started (the guard below).
+SLOW_FOLDERS = ("scenarios", "ci", "benchmarks")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if Path(item.fspath).parent.name in SLOW_FOLDERS:
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _slow_lane_guard(request, monkeypatch):
+    """Fails a test outside the slow lane that starts a process or asks for a database service."""
+    if request.node.get_closest_marker("slow") is not None:
+        yield
+        return
+    started: list[str] = []
+    real_init = subprocess.Popen.__init__
+
+    def recording_init(self, args, *a, **k):
+        started.append(" ".join(map(str, args)) if isinstance(args, (list, tuple)) else str(args))
+        return real_init(self, args, *a, **k)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", recording_init)
+    import services
+
+    real_reachable = services.reachable  # (service_url calls it: patched here, it sees every test's use)
+    monkeypatch.setattr(services, "reachable", lambda kind: started.append(f"the {kind} service") or real_reachable(kind))
+    yield
+    if started:
+        pytest.fail(f"this test starts {started[0][:120]!r} (and {len(started) - 1} more) but is not marked "
+                    "slow: mark it @pytest.mark.slow (tests/conftest.py, test lanes)", pytrace=False)

@@ -244,6 +244,7 @@ def test_images_smaller_than_the_model_minimum_name_model_and_size():
      "cifar10 images are 32 px, but `space.arch` 'tv:alexnet'"),
     ({"dataset": "mnist"}, {"arch": "vgg", "image_size": [16, 32]}, "`space.image_size` allows 16 px"),
 ], ids=["synthetic", "cifar-alexnet", "fidelity"])
+@pytest.mark.slow
 def test_validate_refuses_images_smaller_than_an_arch_accepts(tmp_path, data, space, needle):
     """Caught when the study file is checked: not a torch shape error deep in every trial."""
     spec = write_study(tmp_path / "study.toml", data=data, space=space)
@@ -295,6 +296,7 @@ def load_without_permission(kind: str, folder: Path, tmp_path: Path) -> subproce
                     "tested")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["mnist", "cifar10", "imagefolder"])
 def test_unreadable_data_folder_says_permission_denied(tmp_path, kind):
     writer = {"mnist": write_mnist, "cifar10": write_cifar, "imagefolder": write_tree}[kind]
@@ -308,6 +310,7 @@ def test_unreadable_data_folder_says_permission_denied(tmp_path, kind):
     assert f"{folder}: permission denied" in r.stdout, r.stdout
 
 
+@pytest.mark.slow
 def test_unreadable_idx_file_names_it(tmp_path):
     folder = write_mnist(tmp_path / "data")
     (folder / IMAGES).chmod(0o000)
@@ -320,6 +323,7 @@ def test_unreadable_idx_file_names_it(tmp_path):
 # Through the CLI
 
 
+@pytest.mark.slow
 def test_cli_run_on_a_damaged_dataset_exits_2_with_one_error_line(tmp_path):
     data = write_mnist(tmp_path / "mnist")
     (data / IMAGES).write_bytes(idx_header(20, 28, 28) + bytes(50))

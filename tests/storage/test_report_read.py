@@ -56,6 +56,7 @@ def url(request, tmp_path):
     return f"sqlite:///{tmp_path / 'db.sqlite'}" if request.param == "sqlite" else service_url(request.param)
 
 
+@pytest.mark.slow
 def test_read_trials_equals_optuna_get_trials(url, non_utc_local_time):
     name, other = unique("read"), unique("other")
     storage = open_storage(url, heartbeat=None)

@@ -35,6 +35,7 @@ def test_masking():
         "connection failed: password *** rejected"
 
 
+@pytest.mark.slow
 def test_a_password_in_the_query_string_is_masked_in_what_the_cli_prints(tmp_path):
     """libpq and SQLAlchemy also take the password as ?password=: masked in the retry warnings and the error
     line of a real failed connection (port 1: refused), which print the URL."""
@@ -44,6 +45,7 @@ def test_a_password_in_the_query_string_is_masked_in_what_the_cli_prints(tmp_pat
     assert "Qu3ryPW0rd" not in r.stdout + r.stderr and "test?password=***" in r.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sqlite", "journal", "postgresql", "mysql", "redis"])
 def test_every_scheme_opens_a_working_storage(tmp_path, kind):
     url = {"sqlite": f"sqlite:///{tmp_path / 'a.db'}", "journal": f"journal:///{tmp_path / 'a.log'}"}.get(kind)
