@@ -32,7 +32,8 @@ from hypothesis import strategies as st
 
 from hpsearch.errors import SpecError
 from hpsearch.models import get_model_entry, list_models
-from hpsearch.spec import PRUNER_OPTIONS, SAMPLER_OPTIONS, SECTIONS, global_params, load_spec, parse_spec
+from hpsearch.spec import global_params, load_spec, parse_spec
+from hpsearch.spec.reader import PRUNER_OPTIONS, SAMPLER_OPTIONS, SECTIONS
 from studies import PRUNED, study_doc, to_toml
 
 # ---------------------------------------------------------------------------------------------------------
