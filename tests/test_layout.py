@@ -158,3 +158,10 @@ def test_cli_commands_are_a_few_lines():
         if len(lines) > MAX_COMMAND_LINES:
             long[node.name] = len(lines)
     assert long == {}, f"commands longer than {MAX_COMMAND_LINES} lines: {long}"
+
+
+def test_test_files_have_unique_names():
+    """pytest imports test files by basename (the test folders are not packages): two files of one name in
+    different folders stop the collection."""
+    names = [p.name for p in (PACKAGE.parent / "tests").rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 
 import optuna
+import pytest
 from conftest import run_cli
 from optuna.trial import TrialState
 
@@ -56,6 +57,7 @@ def test_surplus_and_failed_retries_do_not_count(tmp_path):
     assert finished_count(study.get_trials()) == 3, "its retry is"
 
 
+@pytest.mark.slow
 def test_worker_args_are_what_the_worker_command_accepts(tmp_path):
     spec, url, _ = _study(tmp_path, "fwd", 1)
     opts = WorkerOptions(n_trials=1, timeout=600.0, device="cpu", artifacts=str(tmp_path / "art"),

@@ -6,6 +6,7 @@ workers on PostgreSQL)."""
 from __future__ import annotations
 
 import optuna
+import pytest
 import torch
 from conftest import run_cli
 from optuna.distributions import FloatDistribution
@@ -115,6 +116,7 @@ def test_rungs_from_the_spec(tmp_path):
     assert rungs(spec).steps == (2, 4) and rungs(spec).next_after(2) == 4 and rungs(spec).next_after(4) is None
 
 
+@pytest.mark.slow
 def test_rungs_that_cannot_be_reached_are_usage_errors(tmp_path):
     for pruner, train, says in (
         ({"min_resource": 4}, {"max_epochs": 2}, "`pruner.min_resource` is 4 eval point(s), but a trial has 4"),
@@ -131,6 +133,7 @@ ASHA = {"data": {"num_classes": 4, "n_images": 400}, "train": {"max_epochs": 3, 
         "space": {"lr": {"low": 1e-3, "high": 0.05, "log": True}, "batch_size": 32, "weight_decay": 5e-4}}
 
 
+@pytest.mark.slow
 def test_a_promoted_configuration_ends_as_if_it_had_never_paused(tmp_path):
     spec_path = write_study(tmp_path / "s.toml", ASHA, name="asha", n_trials=6)
     url = f"sqlite:///{tmp_path / 's.db'}"
@@ -177,6 +180,7 @@ def test_a_promoted_configuration_ends_as_if_it_had_never_paused(tmp_path):
                    if ATTR in t.user_attrs)
 
 
+@pytest.mark.slow
 def test_two_workers_on_postgresql_promote_each_configuration_once(tmp_path):
     url = service_url("postgresql")
     name = unique("asha")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 import optuna
+import pytest
 from conftest import run_cli
 from optuna.trial import TrialState
 
@@ -28,6 +29,7 @@ def run_packed(tmp_path, name: str, n_trials: int, env: dict | None = None, prun
     return r, optuna.load_study(study_name=name, storage=url).get_trials()
 
 
+@pytest.mark.slow
 def test_a_packed_study_holds_complete_trials_of_their_own(tmp_path):
     r, trials = run_packed(tmp_path, "packed", 8)
     assert len(trials) == 8 and all(t.state.is_finished() for t in trials), "the target is exact"
@@ -54,6 +56,7 @@ def test_a_packed_study_holds_complete_trials_of_their_own(tmp_path):
     assert "trial packs of up to 4 (train.pack)" in r.stderr
 
 
+@pytest.mark.slow
 def test_an_injected_nan_prunes_one_member_and_the_others_complete(tmp_path):
     # diverge=0.3,seed=2 makes exactly trial 0 of the pack (seeds 0-3) diverge in its first epoch, at either batch size
     r, trials = run_packed(tmp_path, "nan", 4, env={"HPSEARCH_FAULTS": "diverge=0.3,seed=2"})
@@ -66,6 +69,7 @@ def test_an_injected_nan_prunes_one_member_and_the_others_complete(tmp_path):
     assert len({t.user_attrs["pack_id"] for t in trials}) == 1
 
 
+@pytest.mark.slow
 def test_out_of_memory_halves_the_pack_and_every_member_still_finishes(tmp_path):
     r, trials = run_packed(tmp_path, "oom", 4, env={"HPSEARCH_FAULTS": "oom_above_pack=2"}, pruner={"name": "none"})
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4, r.stderr
@@ -75,6 +79,7 @@ def test_out_of_memory_halves_the_pack_and_every_member_still_finishes(tmp_path)
     assert "a pack of 4 ran out of memory" in r.stderr and "going on as packs of 2 and 2" in r.stderr
 
 
+@pytest.mark.slow
 def test_out_of_memory_in_epoch_two_resumes_the_halves_from_their_epoch_one_checkpoints(tmp_path):
     spec = write_study(tmp_path / "oom2.toml", PRUNED, name="oom2", n_trials=4, train={"pack": 4, "max_epochs": 2},
                        space=SPACE, pruner={"name": "none"})
@@ -90,6 +95,7 @@ def test_out_of_memory_in_epoch_two_resumes_the_halves_from_their_epoch_one_chec
     assert "going on as packs of 2 and 2" in r.stderr
 
 
+@pytest.mark.slow
 def test_a_torchvision_model_is_not_fused_and_its_members_train_one_after_another(tmp_path):
     spec = write_study(tmp_path / "tv.toml", name="tv", n_trials=2, train={"pack": 2},
                        data={"n_images": 120, "image_size": 32}, space={"arch": "tv:resnet18"})

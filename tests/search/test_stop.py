@@ -4,6 +4,7 @@ worker from the storage before each trial, so that all workers of a study stop t
 from __future__ import annotations
 
 import optuna
+import pytest
 from conftest import run_cli
 from optuna.trial import TrialState
 from services import service_url, unique
@@ -42,6 +43,7 @@ def test_target():
     assert stop_reason(_study([80, 92.4]), patience=None, target=92.5) is None
 
 
+@pytest.mark.slow
 def test_a_study_stops_on_its_plateau_before_n_trials(tmp_path):
     spec = write_study(tmp_path / "s.toml", name="plateau", n_trials=30, study={"patience": 3})
     url = f"sqlite:///{tmp_path / 's.db'}"
@@ -56,6 +58,7 @@ def test_a_study_stops_on_its_plateau_before_n_trials(tmp_path):
     assert len(optuna.load_study(study_name="plateau", storage=url).get_trials()) == len(trials)
 
 
+@pytest.mark.slow
 def test_two_workers_on_postgresql_stop_together(tmp_path):
     url = service_url("postgresql")
     name = unique("stop")

@@ -97,6 +97,7 @@ def test_save_writes_an_unregistered_checkpoint_and_replaces_the_previous_one(st
         ckpts.store.open_reader(second)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", STORAGES)
 def test_retention_lists_exactly_the_kept_checkpoints_in_the_dashboard(kind, study_on, tmp_path):
     study = study_on(kind)
@@ -131,6 +132,7 @@ def test_the_registration_key_uses_the_trials_storage_id(study_on, tmp_path):
     assert dashboard_artifact_key(trial_id(t), t.user_attrs[ATTR]) in attrs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_workers_that_disagree_never_list_a_removed_checkpoint(kind, study_on, tmp_path):
     """Two workers' retention passes in both orders: one keeps the best 2, the other the best 1 (as a worker
@@ -184,6 +186,7 @@ def test_a_settled_study_costs_retention_no_writes(study_on, tmp_path):
     assert log.stat().st_size == size
 
 
+@pytest.mark.slow
 def test_concurrent_workers_leave_only_existing_checkpoints_listed(study_on, tmp_path):
     """Four workers (each its own storage connection and memory, keep_best 1 to 3) run retention over and over
     while trials complete; afterwards every listed checkpoint exists and the best one is listed."""

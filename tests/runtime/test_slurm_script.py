@@ -38,6 +38,7 @@ def directives(script: str) -> list[str]:
     return [ln.removeprefix("#SBATCH ") for ln in script.splitlines() if ln.startswith("#SBATCH ")]
 
 
+@pytest.mark.slow
 def test_the_script_runs_one_worker_per_array_task_and_the_study_exists_before_it(tmp_path):
     spec = write_study(tmp_path / "s.toml", name="arr", n_trials=5)
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
@@ -68,6 +69,7 @@ def test_the_script_runs_one_worker_per_array_task_and_the_study_exists_before_i
     assert "hpsearch.spec" in study.user_attrs, "the study was created (with its spec) before any task starts"
 
 
+@pytest.mark.slow
 def test_the_password_is_only_in_the_0600_file(tmp_path):
     base = service_url("postgresql")  # trust auth: any password is accepted
     url = base.replace("postgres@", "postgres:S3cretPW@")
@@ -110,6 +112,7 @@ BAD = {
 }
 
 
+@pytest.mark.slow
 def test_bad_options_are_one_line_each_and_sbatch_missing_is_a_runtime_error(tmp_path):
     env = os.environ | {"PYTHONWARNINGS": "ignore", "PATH": str(tmp_path / "empty")}  # no sbatch there
     env.pop("HPSEARCH_STORAGE", None)
