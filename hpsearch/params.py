@@ -91,3 +91,11 @@ def arch_params(values: dict[str, Any]) -> dict[str, Any]:
     """The chosen architecture's own parameters, without their ``<arch>.`` prefix."""
     prefix = values["arch"] + "."
     return {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)}
+
+
+def fmt_params(params: dict[str, Any]) -> str:
+    """A trial's parameters on one line: ``lr=0.01 arch=resnet`` (floats to 4 significant digits)."""
+    def one(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    return " ".join(f"{k}={one(v)}" for k, v in params.items())

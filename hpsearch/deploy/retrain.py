@@ -16,8 +16,8 @@ from hpsearch.data.base import Dataset
 from hpsearch.data.fidelity import apply_fidelity
 from hpsearch.deploy.modelfile import save_model
 from hpsearch.errors import HpsearchError
-from hpsearch.inspect.console import Progress, fmt_params
-from hpsearch.params import arch_params
+from hpsearch.inspect.console import Progress
+from hpsearch.params import arch_params, fmt_params
 from hpsearch.search.study import stored_spec, versions
 from hpsearch.training.device import configure, resolve_device, resolve_precision
 from hpsearch.training.loop import fit

@@ -15,18 +15,12 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
+from hpsearch.params import fmt_params
 from hpsearch.search.asha import superseded
 from hpsearch.spec import n_evals
 from hpsearch.storage.attrs import PAUSED_AT
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
-
-
-def fmt_params(params: dict[str, Any]) -> str:
-    def one(v: Any) -> str:
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-    return " ".join(f"{k}={one(v)}" for k, v in params.items())
 
 
 class Progress:

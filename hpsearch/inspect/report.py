@@ -36,7 +36,7 @@ from hpsearch.inspect.collect import (
     read_trials,
     study_info,
 )
-from hpsearch.inspect.console import fmt_params
+from hpsearch.params import fmt_params
 from hpsearch.storage.urls import mask_secrets, mask_url
 
 log = logging.getLogger("hpsearch")

@@ -29,8 +29,8 @@ from optuna.trial import TrialState
 
 from hpsearch.data.loader import batches_per_epoch
 from hpsearch.errors import first_line
-from hpsearch.inspect.console import fmt_params
 from hpsearch.models._registry import TV_PREFIX
+from hpsearch.params import fmt_params
 from hpsearch.search.objective import Interrupted, Objective, TrialRun, release_memory
 from hpsearch.search.space import suggest
 from hpsearch.search.study import is_surplus

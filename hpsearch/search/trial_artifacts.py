@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 from torchvision.utils import make_grid
 
 from hpsearch.data.loader import DeviceData
-from hpsearch.inspect.console import fmt_params
+from hpsearch.params import fmt_params
 from hpsearch.training.augment import Augmenter, aug_params
 from hpsearch.training.loop import autocast
 
