@@ -18,24 +18,19 @@ from torchvision.utils import make_grid
 from hpsearch.data.loader import DeviceData
 from hpsearch.params import fmt_params
 from hpsearch.training.augment import Augmenter, aug_params
-from hpsearch.training.loop import autocast
+from hpsearch.training.loop import evaluate_logits
 
 log = logging.getLogger("hpsearch")
 
 
 @torch.inference_mode()
 def confusion_matrix(model: torch.nn.Module, data: DeviceData, batch_size: int, precision: str) -> torch.Tensor:
-    """(C, C) int64 counts on the validation set: rows are true classes, columns predictions."""
+    """(C, C) int64 counts on the validation set: rows are true classes, columns predictions (top-1)."""
     model.eval()
     aug = Augmenter(aug_params(0.0, False), data.mean, data.std)
-    c = data.num_classes
-    cm = torch.zeros(c * c, dtype=torch.long, device=data.device)
-    for start in range(0, data.val_x.shape[0], batch_size):
-        xb, yb = data.val_x[start : start + batch_size], data.val_y[start : start + batch_size]
-        with autocast(data.device, precision):
-            pred = model(aug(xb, train=False)).argmax(1)
-        cm += torch.bincount(yb * c + pred, minlength=c * c)
-    return cm.view(c, c).cpu()
+    cm = torch.zeros(data.num_classes, data.num_classes, dtype=torch.long, device=data.device)
+    evaluate_logits(lambda xb: model(aug(xb, train=False)), data.val_x, data.val_y, batch_size, precision, cm)
+    return cm.cpu()
 
 
 def confusion_png(cm: torch.Tensor, classes: tuple[str, ...], path: Path) -> None:

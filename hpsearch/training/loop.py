@@ -14,7 +14,7 @@ import functools
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields, make_dataclass
+from dataclasses import dataclass, field, fields, make_dataclass
 from typing import Any, Protocol
 
 import torch
@@ -23,7 +23,9 @@ from torch import nn
 from hpsearch.data.loader import DeviceData, batches_per_epoch, epoch_batches
 from hpsearch.params import PY_TYPES, train_params
 from hpsearch.spec import TrainSpec, n_evals
+from hpsearch.training import checkpoint as ckpt
 from hpsearch.training.augment import Augmenter, aug_params
+from hpsearch.training.checkpoint import Cursor, EvalPoint
 
 PROGRESS_EVERY = 10  # batches between progress callbacks (each one syncs the device to read the loss)
 
@@ -52,17 +54,6 @@ TrainConfig = make_dataclass(
 )
 TrainConfig.__module__ = __name__  # (make_dataclass takes module= only from Python 3.12)
 TrainConfig.__doc__ = "One trial's hyperparameters (hpsearch.params.GLOBAL_PARAMS, role 'train') and settings."
-
-
-@dataclass(frozen=True)
-class EvalPoint:
-    step: int  # 1-based eval point number
-    epoch: float  # epochs trained so far
-    top1: float  # validation accuracy, percent
-    top5: float
-    train_loss: float  # mean training loss since the previous eval point
-    images_per_s: float  # training throughput so far (eval time excluded)
-    elapsed_s: float
 
 
 @dataclass
@@ -142,28 +133,49 @@ def lr_factor(step: int, total: int, schedule: str, warmup: float) -> float:
 
 
 @torch.inference_mode()
+def evaluate_logits(logits_of: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                    batch_size: int, precision: str = "fp32",
+                    confusion: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-1 and Top-5 hits on uint8 images ``x`` (N, C, H, W) and labels ``y`` (N,), ``batch_size`` at a time.
+
+    ``logits_of`` maps a batch (B, C, H, W) to (B, classes) logits, or to (K, B, classes) for K members (a pack);
+    the hits are int64 counts, () or (K,). A ``confusion`` tensor of int64 counts, (C, C) or (K, C, C) (rows:
+    true class, columns: prediction), is added to in place when given. The one evaluation loop of ``evaluate``,
+    ``fit_pack`` and the trial artifacts' confusion matrix."""
+    hits1 = hits5 = torch.zeros((), device=x.device, dtype=torch.long)
+    for start in range(0, x.shape[0], batch_size):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        with autocast(x.device, precision):
+            logits = logits_of(xb)  # (B, classes) or (K, B, classes)
+        topk = logits.topk(min(5, logits.shape[-1]), dim=-1).indices  # (..., B, k)
+        correct = topk == yb[:, None]
+        hits1 = hits1 + correct[..., 0].sum(-1)
+        hits5 = hits5 + correct.any(-1).sum(-1)
+        if confusion is not None:
+            c = confusion.shape[-1]
+            cells = yb * c + topk[..., 0]  # (..., B): each image's cell of its member's matrix
+            if cells.ndim == 2:  # member k's matrix starts at k·C·C
+                cells = cells + torch.arange(cells.shape[0], device=x.device)[:, None] * c * c
+            confusion.view(-1).add_(torch.bincount(cells.reshape(-1), minlength=confusion.numel()))
+    return hits1, hits5
+
+
+def percent(hits: torch.Tensor, n: int) -> list[float]:
+    """Hit counts, () or (K,), of ``n`` images as accuracies in percent, one per member."""
+    return [100.0 * h / max(1, n) for h in hits.reshape(-1).tolist()]
+
+
+@torch.inference_mode()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, augmenter: Augmenter, batch_size: int,
              precision: str = "fp32", confusion: torch.Tensor | None = None) -> tuple[float, float]:
     """Top-1 and Top-5 accuracy (percent) of ``model`` on uint8 images ``x`` and labels ``y``. A ``confusion``
     tensor of (C, C) int64 counts (rows: true class, columns: prediction) is added to in place when given."""
     was_training = model.training
     model.eval()
-    hits1 = hits5 = torch.zeros((), device=x.device, dtype=torch.long)
-    for start in range(0, x.shape[0], batch_size):
-        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-        with autocast(x.device, precision):
-            logits = model(augmenter(xb, train=False))
-        k = min(5, logits.shape[1])
-        topk = logits.topk(k, dim=1).indices  # (B, k)
-        correct = topk == yb[:, None]
-        hits1 = hits1 + correct[:, 0].sum()
-        hits5 = hits5 + correct.any(dim=1).sum()
-        if confusion is not None:
-            c = confusion.shape[0]
-            confusion.view(-1).add_(torch.bincount(yb * c + topk[:, 0], minlength=c * c))
+    hits1, hits5 = evaluate_logits(lambda xb: model(augmenter(xb, train=False)), x, y, batch_size, precision,
+                                   confusion)
     model.train(was_training)
-    n = max(1, x.shape[0])
-    return 100.0 * hits1.item() / n, 100.0 * hits5.item() / n
+    return percent(hits1, x.shape[0])[0], percent(hits5, x.shape[0])[0]
 
 
 def eval_steps(cfg: TrainConfig, n_batches: int) -> list[int]:
@@ -178,7 +190,8 @@ def data_generators(cfg: TrainConfig, device: torch.device) -> tuple[torch.Gener
     return torch.Generator().manual_seed(seed), torch.Generator(device=device).manual_seed(seed + 1)
 
 
-def _call(hooks: Sequence[Any], method: str, *args: Any) -> None:
+def call_hooks(hooks: Sequence[Any], method: str, *args: Any) -> None:
+    """Calls ``method(*args)`` on each hook that defines it (a hook may define any subset of :class:`Hook`)."""
     for h in hooks:
         fn = getattr(h, method, None)
         if fn is not None:
@@ -193,7 +206,8 @@ def fit(model: nn.Module, data: DeviceData, cfg: TrainConfig, hooks: Sequence[An
     optimizer, schedule, grad scaler, RNG states and eval points are restored and training goes on where it
     stopped (at the next epoch, or mid-epoch at the next batch), so the result equals an uninterrupted run with
     the same seed (on the CPU; cuDNN may differ in the last bits).
-    Checkpoints hold only tensors and plain Python values: they load with ``torch.load(weights_only=True)``.
+    Checkpoints (:mod:`hpsearch.training.checkpoint`, shared with ``fit_pack``) hold only tensors and plain Python
+    values: they load with ``torch.load(weights_only=True)``.
     """
     device = data.device
     t_start = time.perf_counter()
@@ -216,37 +230,26 @@ def fit(model: nn.Module, data: DeviceData, cfg: TrainConfig, hooks: Sequence[An
     model.train()
     points: list[EvalPoint] = []
     confusion: torch.Tensor | None = None  # filled by the final evaluation
-    step = images = start_epoch = start_batch = 0
-    train_s = 0.0
+    start = Cursor()
     if resume is not None:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
         scaler.load_state_dict(resume["scaler"])
-        g_perm.set_state(resume["rng_perm"])
-        g_aug.set_state(resume["rng_aug"].to(g_aug.device) if g_aug.device.type != "cpu" else resume["rng_aug"])
-        torch.set_rng_state(resume["rng_torch"])
-        start_epoch, step, images, train_s = resume["epoch"], resume["step"], resume["images"], resume["train_s"]
-        start_batch = resume.get("batch", 0)
-        points = [EvalPoint(**p) for p in resume["points"]]
+        start, points = ckpt.restore(resume, (g_perm, g_aug))
+    step, images, train_s = start.step, start.images, start.train_s
 
-    def checkpoint(batch: int = 0) -> dict:
-        """The state to resume from: after ``epoch``, or (``batch`` > 0) after ``batch`` batches of it. Then the
-        data order's generator is the one the epoch started with: the resumed run draws the same permutation
-        and skips the batches already trained."""
-        mid = 0 < batch < n_batches
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "rng_perm": epoch_perm_state if mid else g_perm.get_state(), "rng_aug": g_aug.get_state().cpu(),
-                "rng_torch": torch.get_rng_state(), "epoch": epoch if mid else epoch + 1,
-                "batch": batch if mid else 0, "step": step, "images": images, "train_s": train_s,
-                "points": [asdict(p) for p in points], "config": asdict(cfg)}
+    def checkpoint(batch: int = n_batches) -> dict:
+        """The state to resume from after ``batch`` batches of ``epoch`` (hpsearch.training.checkpoint)."""
+        return ckpt.state(model.state_dict(), optimizer.state_dict(), scheduler.state_dict(), scaler.state_dict(),
+                          (g_perm, g_aug), epoch_perm_state, Cursor(epoch, batch, step, images, train_s), points, cfg,
+                          n_batches)
     loss_sum = torch.zeros((), device=device)
     loss_count = 0
     t_train = time.perf_counter()
-    for epoch in range(start_epoch, cfg.max_epochs):
+    for epoch in range(start.epoch, cfg.max_epochs):
         epoch_perm_state = g_perm.get_state()
-        skip = start_batch if epoch == start_epoch else 0
+        skip = start.batch if epoch == start.epoch else 0
         for b, idx in enumerate(epoch_batches(data.n_train, cfg.batch_size, g_perm, device)):
             if b < skip:  # resumed in the middle of this epoch: these batches were trained before
                 continue
@@ -268,7 +271,7 @@ def fit(model: nn.Module, data: DeviceData, cfg: TrainConfig, hooks: Sequence[An
                 if not math.isfinite(mean_loss):
                     raise Diverged(step / n_batches, mean_loss)
                 ips = images / (train_s + time.perf_counter() - t_train)
-                _call(hooks, "on_progress", epoch, b + 1, n_batches, mean_loss, ips)
+                call_hooks(hooks, "on_progress", epoch, b + 1, n_batches, mean_loss, ips)
             if step in eval_at:
                 train_s += time.perf_counter() - t_train
                 if step == eval_at[-1]:  # the final evaluation also counts the confusion matrix
@@ -280,13 +283,13 @@ def fit(model: nn.Module, data: DeviceData, cfg: TrainConfig, hooks: Sequence[An
                 points.append(point)
                 loss_sum.zero_()
                 loss_count = 0
-                _call(hooks, "on_eval", point)
-                _call(hooks, "on_eval_state", point, functools.partial(checkpoint, b + 1))
+                call_hooks(hooks, "on_eval", point)
+                call_hooks(hooks, "on_eval_state", point, functools.partial(checkpoint, b + 1))
                 t_train = time.perf_counter()
             check_time()
         # every epoch, the last included (a completed trial keeps its final checkpoint)
         pause = time.perf_counter()
-        _call(hooks, "on_epoch_end", epoch + 1, checkpoint)
+        call_hooks(hooks, "on_epoch_end", epoch + 1, checkpoint)
         t_train += time.perf_counter() - pause
     last = points[-1]
     return FitResult(last.top1, last.top5, cfg.max_epochs, last.images_per_s, time.perf_counter() - t_start, points,

@@ -19,9 +19,9 @@ Shared: the batch indices of every step (one gather; common random numbers make 
 fairer), the schedule's shape and everything else that fixes tensor shapes or the step sequence.
 
 :func:`fit_pack` mirrors :func:`hpsearch.training.loop.fit`: each member has its own hooks, eval points, checkpoints
-(in ``fit``'s format, so a member resumes solo or in another pack) and result. A member whose hook raises (a
-pruned trial) or whose loss turns non-finite leaves the pack, and the stacked tensors shrink so it costs no more
-compute. Like ``train``, this module never imports optuna.
+(:mod:`hpsearch.training.checkpoint`, ``fit``'s format, so a member resumes solo or in another pack) and result. A
+member whose hook raises (a pruned trial) or whose loss turns non-finite leaves the pack, and the stacked tensors
+shrink so it costs no more compute. Like ``loop``, this module never imports optuna.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import copy
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -40,7 +39,9 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from hpsearch.data.loader import DeviceData, batches_per_epoch, epoch_batches
 from hpsearch.errors import first_line
+from hpsearch.training import checkpoint as ckpt
 from hpsearch.training.augment import PackAugmenter
+from hpsearch.training.checkpoint import Cursor
 from hpsearch.training.fused import FusedForward, Unfusable
 from hpsearch.training.loop import (
     PROGRESS_EVERY,
@@ -49,12 +50,14 @@ from hpsearch.training.loop import (
     FitResult,
     TimeLimit,
     TrainConfig,
-    _call,
     autocast,
+    call_hooks,
     data_generators,
     eval_steps,
+    evaluate_logits,
     lr_factor,
     make_optimizer,
+    percent,
 )
 
 # TrainConfig fields that every member of a pack shares: they fix tensor shapes or the step sequence.
@@ -308,24 +311,10 @@ def member_losses(logits: torch.Tensor, y: torch.Tensor, smoothing: torch.Tensor
 def _evaluate(model: StackedModel, data: DeviceData, aug: PackAugmenter, batch_size: int, precision: str,
               confusion: torch.Tensor | None) -> tuple[list[float], list[float]]:
     """Top-1 and Top-5 (percent) of every member on the validation set; ``confusion`` (K, C, C) is added to."""
-    k = model.size
-    hits1 = torch.zeros(k, device=data.device, dtype=torch.long)
-    hits5 = torch.zeros(k, device=data.device, dtype=torch.long)
-    for start in range(0, data.val_x.shape[0], batch_size):
-        xb, yb = data.val_x[start : start + batch_size], data.val_y[start : start + batch_size]
-        with autocast(data.device, precision):
-            logits = model.evaluate(aug.eval(xb))  # (K, B, C)
-        topk = logits.topk(min(5, logits.shape[-1]), dim=-1).indices  # (K, B, k)
-        correct = topk == yb[None, :, None]
-        hits1 += correct[..., 0].sum(1)
-        hits5 += correct.any(-1).sum(1)
-        if confusion is not None:
-            c = confusion.shape[-1]
-            offsets = torch.arange(k, device=data.device)[:, None] * c * c
-            confusion.view(-1).add_(torch.bincount((offsets + yb[None] * c + topk[..., 0]).view(-1),
-                                                   minlength=k * c * c))
-    n = max(1, data.val_x.shape[0])
-    return (100.0 * hits1.float() / n).tolist(), (100.0 * hits5.float() / n).tolist()
+    hits1, hits5 = evaluate_logits(lambda xb: model.evaluate(aug.eval(xb)), data.val_x, data.val_y, batch_size,
+                                   precision, confusion)  # (K,) each
+    n = data.val_x.shape[0]
+    return percent(hits1.expand(model.size), n), percent(hits5.expand(model.size), n)
 
 
 def fit_pack(models: Sequence[nn.Module], data: DeviceData, cfgs: Sequence[TrainConfig],
@@ -338,7 +327,7 @@ def fit_pack(models: Sequence[nn.Module], data: DeviceData, cfgs: Sequence[Train
     ``TimeLimit``, or whatever its hooks raised, such as a pruning decision); the other members go on. A
     ``KeyboardInterrupt`` propagates; running out of device memory (which concerns the whole fused step) raises
     :class:`PackOutOfMemory`, with the outcomes so far and the members still training. ``resume``:
-    each member's checkpoint from ``on_epoch_end``, all at the same epoch (``fit``'s format). ``stacked`` is
+    each member's checkpoint from ``on_epoch_end`` or ``on_eval_state``, all at the same step (``fit``'s format). ``stacked`` is
     called with the stacked model before training (to install fault injection or measure it). ``forward``:
     ``"fused"`` (HFTA layers), ``"vmap"``, or ``"auto"``: fused where the architecture allows, else vmap.
     """
@@ -351,17 +340,13 @@ def fit_pack(models: Sequence[nn.Module], data: DeviceData, cfgs: Sequence[Train
     total_steps = n_batches * first.max_epochs
     eval_at = eval_steps(first, n_batches)
     points: list[list[EvalPoint]] = [[] for _ in range(k)]
-    step = images = start_epoch = start_batch = 0
-    train_s = 0.0
+    start = Cursor()
     if resume is not None:
-        start_batch = resume[0].get("batch", 0)
         for model, state in zip(models, resume, strict=True):
             model.load_state_dict(state["model"])
-        g_perm.set_state(resume[0]["rng_perm"])
-        g_aug.set_state(resume[0]["rng_aug"].to(g_aug.device) if g_aug.device.type != "cpu" else resume[0]["rng_aug"])
-        torch.set_rng_state(resume[0]["rng_torch"])
-        start_epoch, step, images, train_s = (resume[0][key] for key in ("epoch", "step", "images", "train_s"))
-        points = [[EvalPoint(**p) for p in state["points"]] for state in resume]
+        start, _ = ckpt.restore(resume[0], (g_perm, g_aug))  # the members share the data order and its cursor
+        points = [ckpt.eval_points(state) for state in resume]
+    step, images, train_s = start.step, start.images, start.train_s
     templates = [copy.deepcopy(m).cpu() for m in models]  # solo models, for checkpoints in fit's format
     model = StackedModel(models, forward, example=data.train_x[:2])
     optimizer = StackedOptimizer(model, first.optimizer, [c.lr for c in cfgs], [c.weight_decay for c in cfgs])
@@ -399,33 +384,30 @@ def fit_pack(models: Sequence[nn.Module], data: DeviceData, cfgs: Sequence[Train
         leaving: dict[int, Exception] = {}
         for row, i in enumerate(alive):
             try:
-                _call(hooks[i], method, *args[row])
+                call_hooks(hooks[i], method, *args[row])
             except Exception as e:  # a pruning decision or any hook failure ends this member only
                 leaving[row] = e
         if leaving:
             drop(leaving)
 
-    def checkpoint_of(row: int, i: int, epoch: int, batch: int = 0) -> Callable[[], dict]:
-        """Member i's state in ``fit``'s format: after ``epoch``, or after ``batch`` batches of it (see ``fit``)."""
-        mid = 0 < batch < n_batches
+    def checkpoint_of(row: int, i: int, epoch: int, batch: int = n_batches) -> Callable[[], dict]:
+        """Member i's state in ``fit``'s format after ``batch`` batches of ``epoch`` (hpsearch.training.checkpoint);
+        its optimizer and schedule as the solo ``fit``'s state dicts, no grad scaler (packs train in fp32/bf16)."""
 
         def checkpoint() -> dict:
             templates[i].load_state_dict(model.member_state_dict(row))
             opt_state, sched_state = optimizer.member_states(row, templates[i], cfgs[i], total_steps)
-            return {"model": model.member_state_dict(row), "optimizer": opt_state, "scheduler": sched_state,
-                    "scaler": {}, "rng_perm": epoch_perm_state if mid else g_perm.get_state(),
-                    "rng_aug": g_aug.get_state().cpu(), "rng_torch": torch.get_rng_state(),
-                    "epoch": epoch if mid else epoch + 1, "batch": batch if mid else 0, "step": step,
-                    "images": images, "train_s": train_s, "points": [asdict(p) for p in points[i]],
-                    "config": asdict(cfgs[i])}
+            return ckpt.state(model.member_state_dict(row), opt_state, sched_state, {}, (g_perm, g_aug),
+                              epoch_perm_state, Cursor(epoch, batch, step, images, train_s), points[i], cfgs[i],
+                              n_batches)
 
         return checkpoint
 
     t_train = time.perf_counter()
     try:
-        for epoch in range(start_epoch, first.max_epochs):
+        for epoch in range(start.epoch, first.max_epochs):
             epoch_perm_state = g_perm.get_state()
-            skip = start_batch if epoch == start_epoch else 0
+            skip = start.batch if epoch == start.epoch else 0
             for b, idx in enumerate(epoch_batches(data.n_train, first.batch_size, g_perm, device)):
                 if not alive:
                     break
