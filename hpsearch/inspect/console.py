@@ -16,7 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
 from hpsearch.params import fmt_params
-from hpsearch.search.asha import superseded
+from hpsearch.search.lineage import promoted_numbers
 from hpsearch.spec import n_evals
 from hpsearch.storage.attrs import PAUSED_AT
 
@@ -109,7 +109,7 @@ def summary(study: optuna.Study) -> str:
     counts = state_counts(trials)
     lines = [f"study {study.study_name}: {len(trials)} trials",
              "  " + "  ".join(f"{s} {n}" for s, n in counts.items())]
-    if promoted := superseded(trials):  # the asha pruner (hpsearch.search.asha): a configuration spans trials
+    if promoted := promoted_numbers(trials):  # the asha pruner (hpsearch.search.asha): a configuration spans trials
         waiting = sum(t.state == TrialState.PRUNED and PAUSED_AT in t.user_attrs and t.number not in promoted
                       for t in trials)
         lines.append(f"  {len(promoted)} paused trials promoted (they go on in a newer trial); {waiting} paused "

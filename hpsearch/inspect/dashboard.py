@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from hpsearch.storage.checkpoints import open_artifact_store
+from hpsearch.storage.artifacts import open_artifact_store
 from hpsearch.storage.urls import mask_url, open_storage
 
 

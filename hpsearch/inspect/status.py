@@ -15,7 +15,7 @@ from hpsearch.inspect.collect import collect_packs, packs_text
 from hpsearch.inspect.console import state_counts, summary
 from hpsearch.search.study import load_study
 from hpsearch.storage import attrs
-from hpsearch.storage.checkpoints import disk_usage
+from hpsearch.storage.artifacts import disk_usage
 from hpsearch.storage.urls import mask_url, open_storage
 
 

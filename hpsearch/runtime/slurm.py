@@ -21,7 +21,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -32,8 +31,6 @@ from hpsearch.errors import HpsearchError, SpecError, first_line
 from hpsearch.storage.urls import mask_secrets, mask_url
 
 SIGNAL_LEAD_S = 120  # SIGTERM this long before the time limit (SLURM may send it up to 60 s earlier still)
-SLURM_ATTRS = {"slurm_job_id": "SLURM_JOB_ID", "slurm_array_job_id": "SLURM_ARRAY_JOB_ID",
-               "slurm_array_task_id": "SLURM_ARRAY_TASK_ID"}
 _PARTITION = re.compile(r"[A-Za-z0-9_.,-]+\Z")
 _TIME = re.compile(r"(?:(\d+)-)?(\d+(?::\d+){0,2})\Z")
 TIME_FORMS = "HH:MM:SS, MM, MM:SS, D-HH, D-HH:MM or D-HH:MM:SS"
@@ -182,18 +179,3 @@ def submit_script(path: Path, storage_url: str | None = None) -> str:
         detail = mask_secrets(first_line(Exception(p.stderr or p.stdout), "no message"), storage_url)
         raise HpsearchError(f"sbatch refused {path} (exit {p.returncode}): {detail}")
     return p.stdout.strip().split(";")[0]
-
-
-def placement(environ: Any = os.environ) -> dict[str, str]:
-    """Where this process runs: ``host`` and, under SLURM, the ``slurm_*`` ids that are set."""
-    ids = {attr: environ[var] for attr, var in SLURM_ATTRS.items() if environ.get(var)}
-    return {"host": socket.gethostname(), **ids}
-
-
-def record_placement(trial: Any) -> None:
-    """Stores :func:`placement` on the trial; a SLURM id inherited from a retried trial's predecessor (Optuna
-    copies user attributes) is cleared when this process has none."""
-    here = placement()
-    for key in ("host", *SLURM_ATTRS):
-        if key in here or key in trial.user_attrs:
-            trial.set_user_attr(key, here.get(key))

@@ -1,71 +1,64 @@
-"""A worker: one process that runs trials of a study until it holds ``n_trials`` finished trials in total.
+"""A worker: one process that runs trials of a study until the scheduler says stop.
 
 Any number of workers, on any hosts, can share one study through its storage (Optuna's design). Each loop
-turn counts finished trials (complete, pruned, and failed ones that were not re-queued), and starts one
-trial through ``study.optimize(n_trials=1)`` so Optuna's heartbeat and stale-trial handling apply. When the
-target is met but other workers' trials are still running on a heartbeat storage, the worker waits: if one
-of them dies, its retry is picked up here. Ctrl-C / SIGTERM checkpoint-and-requeue the running trial.
-"""
+turn asks ``hpsearch.search.scheduler.next_action`` what to do next, from the stored trials, and does it:
+stop, promote a paused configuration, wait for other workers' trials (failing the stale ones, so a dead
+worker's trial is retried here), or train: one trial through ``study.optimize(n_trials=1)`` so Optuna's
+heartbeat and stale-trial handling apply, or a trial pack. Ctrl-C / SIGTERM checkpoint-and-requeue the running
+trial."""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
-import socket
 import sys
 import time
 import warnings
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TextIO
 
 import optuna
 import torch
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.data import load_dataset
 from hpsearch.data.base import Dataset
 from hpsearch.errors import StorageError, first_line
 from hpsearch.inspect.console import Progress, summary
 from hpsearch.runtime.options import WorkerOptions
-from hpsearch.search import asha as promotion
-from hpsearch.search.objective import Interrupted, Objective, StopFlag, release_memory
+from hpsearch.runtime.placement import placement, worker_salt
+from hpsearch.search import lineage
+from hpsearch.search.asha import enqueue_promotion
+from hpsearch.search.objective import Interrupted, Objective, StopFlag, check_admitted, release_memory
 from hpsearch.search.packs import pack_size, run_next_pack
-from hpsearch.search.study import (
-    Surplus,
-    build_pruner,
-    build_sampler,
+from hpsearch.search.scheduler import (
+    Action,
+    New,
+    Pack,
+    Promote,
+    Rules,
+    Stop,
+    Take,
+    Wait,
+    checkpoints_to_keep,
     finished_count,
-    is_surplus,
-    load_study,
-    open_study,
-    stop_reason,
-    stored_spec,
+    next_action,
 )
+from hpsearch.search.study import build_pruner, build_sampler, fail_stale, load_study, open_study, stored_spec
 from hpsearch.spec import Spec
 from hpsearch.storage import optuna_internals as internals
-from hpsearch.storage.checkpoints import Checkpoints, open_artifact_store, retried_numbers
+from hpsearch.storage.artifacts import open_artifact_store
+from hpsearch.storage.checkpoints import Checkpoints
 from hpsearch.storage.retry import is_transient
-from hpsearch.storage.urls import (
-    RetryStaleTrial,
-    mask_secrets,
-    mask_url,
-    open_storage,
-)
+from hpsearch.storage.urls import RetryStaleTrial, mask_secrets, mask_url, open_storage
 from hpsearch.training import faults
 from hpsearch.training.device import configure, resolve_device, resolve_precision
 
 log = logging.getLogger("hpsearch")
 DEFAULT_OPTIONS = WorkerOptions()
 WAIT_POLL_S = 2.0
-
-
-def worker_salt() -> int:
-    """A number that differs between worker processes, on one host or many (the sampler's seed offset)."""
-    who = f"{socket.gethostname()}:{os.getpid()}:{os.environ.get('SLURM_JOB_ID', '')}:{time.time_ns()}"
-    return zlib.crc32(who.encode())
 
 
 @contextmanager
@@ -87,104 +80,108 @@ def signals_to(flag: StopFlag):
             signal.signal(s, h)
 
 
+class Worker:
+    """What a worker process holds (device, checkpoints, progress, the objective once built) and how it carries
+    out each of the scheduler's actions; it decides nothing itself."""
+
+    def __init__(self, spec: Spec, study: optuna.Study, opts: WorkerOptions, stream: TextIO,
+                 dataset: Dataset | None):
+        if threads := os.environ.get("HPSEARCH_THREADS"):
+            torch.set_num_threads(max(1, int(threads)))
+        self.spec, self.study, self.opts, self.stream, self.dataset = spec, study, opts, stream, dataset
+        self.deadline = time.monotonic() + spec.study.timeout if spec.study.timeout else None
+        self.device = resolve_device(spec.train.device)
+        self.precision = resolve_precision(spec.train.precision, self.device)
+        configure(self.device)
+        self.checkpoints = Checkpoints(open_artifact_store(opts.artifacts), opts.keep_best)
+        self.pack_k, self.pack_note = pack_size(spec, self.device)
+        heartbeat = internals.heartbeat_enabled(internals.study_storage(study))
+        self.rules = Rules.of(spec, heartbeat, self.pack_k)
+        if fault_spec := faults.active():
+            print(f"warning: fault injection is on (${faults.ENV}={fault_spec}): trials will fail on purpose",
+                  file=stream, flush=True)
+        self.flag = StopFlag()
+        self.progress = Progress(stream, live=None if not os.environ.get("HPSEARCH_NO_LIVE") else False)
+        self.objective: Objective | None = None
+
+    def next_action(self) -> Action:
+        timed_out = self.deadline is not None and time.monotonic() >= self.deadline
+        return next_action(self.study.get_trials(deepcopy=False), self.rules, timed_out, self.flag.signum)
+
+    def stop(self, action: Stop) -> int:
+        if action.message:
+            print(action.message, file=self.stream, flush=True)
+        return action.code
+
+    def promote(self, trial: FrozenTrial) -> None:
+        enqueue_promotion(self.study, trial)
+
+    def wait(self) -> None:
+        """Others' trials are running: fail (and re-queue) those whose worker died, then look again shortly."""
+        fail_stale(self.study)
+        time.sleep(WAIT_POLL_S)
+
+    def train(self, k: int = 1) -> None:
+        """Runs the next trial (``k`` = 1: the waiting one, or a new one) or pack of ``k`` new trials. The first
+        call loads the data and builds the objective instead (that takes a while: the scheduler looks again)."""
+        if self.objective is None:
+            self.objective = self.prepare()
+            return
+        try:
+            if k > 1:
+                run_next_pack(self.study, self.objective, k, self.rules.n_trials, self.progress, self.stream,
+                              self.pack_note)
+            else:
+                self.study.optimize(self.admitted, n_trials=1, catch=(Exception,), callbacks=[self.progress])
+        except Interrupted as e:
+            requeue_interrupted(self.study)
+            print(f"hpsearch: trial checkpointed and re-queued; run the same command again to resume "
+                  f"({signal.Signals(e.signum).name})", file=self.stream, flush=True)
+            return  # the flag is set: the scheduler stops the worker next
+        if self.objective.last_failed:
+            release_memory(self.device)  # a failed trial's traceback (and its tensors) is gone only now
+        self.checkpoints.apply_retention(self.study, lambda trials: checkpoints_to_keep(trials, self.rules))
+
+    def admitted(self, trial: optuna.Trial) -> float:
+        check_admitted(trial, self.rules.n_trials)
+        return self.objective(trial)
+
+    def prepare(self) -> Objective:
+        if self.dataset is None:
+            self.dataset = load_dataset(self.spec.data, self.spec.study.seed, self.opts.data_dir)
+        print(f"data: {self.dataset.source}; {len(self.dataset.train_y)} train / {len(self.dataset.val_y)} val "
+              f"images; device {self.device}, precision {self.precision}", file=self.stream, flush=True)
+        if self.pack_k > 1:
+            print(f"trial packs of up to {self.pack_k} ({self.pack_note})", file=self.stream, flush=True)
+        return Objective(self.spec, self.dataset, self.device, self.precision, self.progress, self.checkpoints,
+                         self.flag, placement())
+
+
 def run_worker(spec: Spec, study: optuna.Study, opts: WorkerOptions, stream: TextIO = sys.stderr,
                dataset: Dataset | None = None) -> int:
-    """Runs trials until the study's target is met or the timeout passes; returns the exit code. ``spec`` has
-    ``opts``' overrides applied. The dataset is loaded when the first trial needs it, unless the caller passes it."""
-    if threads := os.environ.get("HPSEARCH_THREADS"):
-        torch.set_num_threads(max(1, int(threads)))
-    target = spec.study.n_trials
-    deadline = time.monotonic() + spec.study.timeout if spec.study.timeout else None
-    device = resolve_device(spec.train.device)
-    precision = resolve_precision(spec.train.precision, device)
-    configure(device)
-    checkpoints = Checkpoints(open_artifact_store(opts.artifacts), opts.keep_best)
-    heartbeat = internals.heartbeat_enabled(internals.study_storage(study))
-    if fault_spec := faults.active():
-        print(f"warning: fault injection is on (${faults.ENV}={fault_spec}): trials will fail on purpose",
-              file=stream, flush=True)
-    flag = StopFlag()
-    rungs = promotion.rungs(spec)
-    keep_paused = promotion.checkpoints_needed if rungs is not None else None
-    objective = None
-    live = None if not os.environ.get("HPSEARCH_NO_LIVE") else False
-    progress = Progress(stream, live=live)
-    with signals_to(flag):
+    """Runs the scheduler's actions until it says stop; returns the exit code. ``spec`` has ``opts``' overrides
+    applied. The dataset is loaded when the first trial needs it, unless the caller passes it."""
+    worker = Worker(spec, study, opts, stream, dataset)
+    with signals_to(worker.flag):
         while True:
-            trials = study.get_trials(deepcopy=False)
-            done = finished_count(trials)
-            waiting = sum(t.state == TrialState.WAITING for t in trials)
-            running = sum(t.state == TrialState.RUNNING for t in trials)
-            if flag.signum is not None:
-                return 128 + flag.signum
-            if deadline is not None and time.monotonic() >= deadline:
-                print("timeout reached: no new trials", file=stream)
-                break
-            reason = stop_reason(trials, spec.study.patience, spec.study.min_delta, spec.study.target)
-            # asha: a promotion goes first, even once the target is met (it continues a configuration, adds none)
-            if rungs is not None and not waiting and not reason and promotion.promote(study, rungs) is not None:
-                continue
-            if done >= target:
-                break
-            if reason:
-                print(f"study stopped: {reason}", file=stream, flush=True)
-                break
-            if done + running >= target and not waiting:
-                if not heartbeat or running == 0:
-                    break  # the last trials are others'; without a heartbeat a dead one cannot be detected
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    optuna.storages.fail_stale_trials(study)  # re-queues the trials of dead workers
-                time.sleep(WAIT_POLL_S)
-                continue
-            if objective is None:
-                if dataset is None:
-                    dataset = load_dataset(spec.data, spec.study.seed, opts.data_dir)
-                print(f"data: {dataset.source}; {len(dataset.train_y)} train / {len(dataset.val_y)} val images; "
-                      f"device {device}, precision {precision}", file=stream, flush=True)
-                objective = Objective(spec, dataset, device, precision, progress, checkpoints, flag)
-                pack_k, pack_note = pack_size(spec, device)
-                if pack_k > 1:
-                    print(f"trial packs of up to {pack_k} ({pack_note})", file=stream, flush=True)
-                continue  # loading took a while: count again before starting a trial
-            k = min(pack_k, target - done - running)
-            try:
-                if k > 1 and not waiting:  # waiting trials (enqueued, or retries that resume) run solo
-                    run_next_pack(study, objective, k, target, progress, stream, pack_note)
-                else:
-                    study.optimize(_guard(objective, target), n_trials=1, catch=(Exception,), callbacks=[progress])
-            except Interrupted as e:
-                requeue_interrupted(study)
-                print(f"hpsearch: trial checkpointed and re-queued; run the same command again to resume "
-                      f"({signal.Signals(e.signum).name})", file=stream, flush=True)
-                return 128 + e.signum
-            if objective.last_failed:
-                release_memory(device)  # a failed trial's traceback (and its tensors) is gone only now
-            checkpoints.apply_retention(study, keep_paused)
-    return 0
-
-
-def _guard(objective: Objective, target: int):
-    def guarded(trial: optuna.Trial) -> float:
-        trials = trial.study.get_trials(deepcopy=False)
-        if (first := promotion.duplicate_of(trials, trial.number)) is not None:
-            trial.set_user_attr("surplus", True)
-            trial.set_user_attr("reason", f"surplus: trial {first} already continues the same paused trial")
-            raise Surplus(f"trial {trial.number} is not needed: another worker promoted the same trial")
-        if is_surplus(trials, trial.number, target):
-            trial.set_user_attr("surplus", True)
-            trial.set_user_attr("reason", f"surplus: the study already had {target} trials when it started")
-            raise Surplus(f"trial {trial.number} is not needed: other workers filled the target")
-        return objective(trial)
-
-    return guarded
+            match worker.next_action():
+                case Stop() as stop:
+                    return worker.stop(stop)
+                case Promote(trial):
+                    worker.promote(trial)
+                case Wait():
+                    worker.wait()
+                case Take() | New():
+                    worker.train()
+                case Pack(k):
+                    worker.train(k)
 
 
 def requeue_interrupted(study: optuna.Study) -> None:
     """Re-queues this worker's trial that an interrupt just failed, as the heartbeat's retry would."""
     failed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
               if "interrupted" in str(t.user_attrs.get("reason", ""))]
-    retried = retried_numbers(study.get_trials(deepcopy=False))
+    retried = lineage.retried_numbers(study.get_trials(deepcopy=False))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for t in failed:

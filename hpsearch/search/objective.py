@@ -15,6 +15,7 @@ import math
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,12 +26,13 @@ from hpsearch.data.base import Dataset
 from hpsearch.data.fidelity import apply_fidelity
 from hpsearch.data.loader import DeviceData, batches_per_epoch
 from hpsearch.errors import first_line
-from hpsearch.runtime.slurm import record_placement
-from hpsearch.search import asha as promotion
-from hpsearch.search import trial_artifacts
+from hpsearch.search import lineage, trial_artifacts
+from hpsearch.search.asha import Paused
+from hpsearch.search.scheduler import Rungs, admit, on_eval, rungs
 from hpsearch.search.space import suggest
 from hpsearch.spec import Spec
-from hpsearch.storage.checkpoints import Checkpoints, predecessor_checkpoint
+from hpsearch.storage import attrs
+from hpsearch.storage.checkpoints import Checkpoints
 from hpsearch.training import faults
 from hpsearch.training.loop import Diverged, EvalPoint, FitResult, TimeLimit, TrainConfig, fit
 from hpsearch.training.setup import build_model, device_data, train_config
@@ -68,19 +70,51 @@ class CheckpointHook:
         self.checkpoints.save(self.trial, checkpoint())
 
 
-class Reporter:
-    """Hook that reports each eval point to the trial and prunes when the pruner says so."""
+class Surplus(Exception):
+    """Workers raced: this trial started when it was no longer needed (``hpsearch.search.scheduler.admit``)."""
 
-    def __init__(self, trial: optuna.Trial):
-        self.trial = trial
+
+def check_admitted(trial: optuna.Trial, target: int) -> None:
+    """The scheduler's last word on a trial that just started (``admit``): a trial that is not needed is marked
+    surplus, so that it does not count, and raises :class:`Surplus` (it ends FAIL without training)."""
+    reason = admit(trial.study.get_trials(deepcopy=False), trial.number, target)
+    if reason is not None:
+        trial.set_user_attr(attrs.SURPLUS, True)
+        trial.set_user_attr(attrs.REASON, reason)
+        raise Surplus(f"trial {trial.number} is not needed: {reason}")
+
+
+class Reporter:
+    """Hook that reports each eval point to the trial and acts on the scheduler's ``on_eval``: prune when the
+    pruner says so, or pause at an asha rung (``pause_at``: the checkpoint is saved with ``save``, the trial
+    ends PRUNED and may be promoted later), else go on."""
+
+    def __init__(self, trial: optuna.Trial, pause_at: int | None = None,
+                 save: Callable[[dict], object] | None = None):
+        self.trial, self.pause_at, self.save = trial, pause_at, save
         self.last: EvalPoint | None = None
 
     def on_eval(self, point: EvalPoint) -> None:
         self.last = point
         self.trial.report(point.top1, point.step)
-        if self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at eval point {point.step} (epoch {point.epoch:.2f}) with val "
-                                     f"Top-1 {point.top1:.2f}%")
+
+    def on_eval_state(self, point: EvalPoint, checkpoint: Callable[[], dict]) -> None:
+        match on_eval(point.step, self.pause_at, self.pause_at is None and self.trial.should_prune()):
+            case "pause":
+                self.save(checkpoint())
+                raise Paused(point.step, point.epoch)
+            case "prune":
+                raise optuna.TrialPruned(f"pruned at eval point {point.step} (epoch {point.epoch:.2f}) with val "
+                                         f"Top-1 {point.top1:.2f}%")
+
+
+def record_placement(trial: optuna.Trial, here: dict[str, str]) -> None:
+    """Stores where the trial runs (``here``: ``host`` and the SLURM ids that are set, from
+    ``hpsearch.runtime.placement``); a SLURM id inherited from a retried trial's predecessor (Optuna copies user
+    attributes) is cleared when this process has none."""
+    for key in (attrs.HOST, *attrs.SLURM):
+        if key in here or key in trial.user_attrs:
+            trial.set_user_attr(key, here.get(key))
 
 
 def release_memory(device: torch.device) -> None:
@@ -107,19 +141,20 @@ class TrialRun:
     t0: float  # perf_counter at the start
     model: torch.nn.Module | None = None
     resume: dict | None = None
-    pause: promotion.PauseHook | None = None  # the asha pruner's rung stop (hpsearch.search.asha)
 
 
 class Objective:
     """Callable objective for ``study.optimize``; the data is moved to the device once, for all trials."""
 
     def __init__(self, spec: Spec, dataset: Dataset, device: torch.device, precision: str, progress: Any = None,
-                 checkpoints: Checkpoints | None = None, stop: StopFlag | None = None):
+                 checkpoints: Checkpoints | None = None, stop: StopFlag | None = None,
+                 placement: dict[str, str] | None = None):
         self.spec, self.dataset, self.device, self.precision = spec, dataset, device, precision
+        self.placement = placement or {"host": socket.gethostname()}
         self.checkpoints, self.stop = checkpoints, stop
         self._views: dict[tuple[float, int], DeviceData] = {}
         self.progress = progress
-        self.rungs = promotion.rungs(spec) if checkpoints is not None else None  # pausing needs checkpoints
+        self.rungs: Rungs | None = rungs(spec) if checkpoints is not None else None  # pausing needs checkpoints
         self.last_failed = False  # the most recent trial raised (its memory is released by the worker)
 
     def device_data(self, fraction: float, image_size: int) -> tuple[DeviceData, Dataset]:
@@ -135,8 +170,8 @@ class Objective:
         run = self.start(trial)
         try:
             run.resume = self._resume_state(trial, run.reporter)
-            if run.pause is not None and run.resume is not None:
-                run.pause.at_step = self.rungs.next_after(len(run.resume["points"]))
+            if self.rungs is not None and run.resume is not None:
+                run.reporter.pause_at = self.rungs.next_after(len(run.resume["points"]))
             self.build(run)
             result = fit(run.model, run.data, run.cfg, run.hooks, resume=run.resume)
         except (Exception, Interrupted) as e:
@@ -165,20 +200,19 @@ class Objective:
         trial.set_user_attr("config", values)
         trial.set_user_attr("device", str(self.device))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        record_placement(trial)  # host, and the SLURM job / array task when there is one (hpsearch status)
+        record_placement(trial, self.placement)  # host, and the SLURM job / array task (hpsearch status)
         reporter = Reporter(trial)
+        if self.rungs is not None:
+            checkpoints = self.checkpoints
+            reporter.pause_at = self.rungs.next_after(0)
+            reporter.save = lambda state: checkpoints.save(trial, state)
         extra = [h for h in (self.progress, self.stop) if h is not None] if hooks is None else hooks
         all_hooks: list[Any] = [reporter, *extra]
         if self.checkpoints is not None:
             all_hooks.append(CheckpointHook(self.checkpoints, trial))
-        pause = None
-        if self.rungs is not None:
-            checkpoints = self.checkpoints
-            pause = promotion.PauseHook(self.rungs.next_after(0), lambda state: checkpoints.save(trial, state))
-            all_hooks.append(pause)
         if self.progress and hooks is None:
             self.progress.trial_started(trial.number, values, cfg, data.n_train)
-        return TrialRun(trial, values, data, ds, seed, cfg, reporter, all_hooks, t0, pause=pause)
+        return TrialRun(trial, values, data, ds, seed, cfg, reporter, all_hooks, t0)
 
     def build(self, run: TrialRun, solo: bool = True) -> None:
         """The trial's model on the device; a solo one gets $HPSEARCH_FAULTS' hooks when that is set (a pack's
@@ -196,9 +230,9 @@ class Objective:
             self.last_failed = False
             self._record(trial, reporter, t0, reason=str(e))
             return e
-        if isinstance(e, promotion.Paused):
+        if isinstance(e, Paused):
             self.last_failed = False
-            trial.set_user_attr(promotion.PAUSED_AT, e.step)
+            trial.set_user_attr(attrs.PAUSED_AT, e.step)
             self._record(trial, reporter, t0, reason=f"paused at rung {e.step} (epoch {e.epoch:.2f})")
             return optuna.TrialPruned(str(e))
         if isinstance(e, Interrupted):
@@ -221,26 +255,33 @@ class Objective:
     def completed(self, run: TrialRun, result: FitResult) -> float:
         """Records a completed trial (attributes, inspection artifacts) and returns its value, val Top-1."""
         self.last_failed = False
-        attrs = self._record(run.trial, run.reporter, run.t0, images_per_s=result.images_per_s)
+        recorded = self._record(run.trial, run.reporter, run.t0, images_per_s=result.images_per_s)
         if self.checkpoints is not None:
             trial_artifacts.record(run.trial, self.checkpoints.store, run.model, run.data, run.ds.classes,
-                                   run.values, attrs | {"device": str(self.device)}, run.cfg.eval_batch_size,
+                                   run.values, recorded | {"device": str(self.device)}, run.cfg.eval_batch_size,
                                    self.precision, run.seed, result.confusion)
         return result.top1
 
     def _resume_state(self, trial: optuna.Trial, reporter: Reporter) -> dict | None:
         """For a retried or promoted trial: its predecessor's newest checkpoint, with the learning curve carried
-        over."""
+        over. A promotion without a checkpoint to continue, or a checkpoint that cannot be loaded, trains from
+        scratch and says so on the trial (user attribute ``fallback``, with the reason: no silent fallback)."""
+        for key in (attrs.RESUMED_FROM, attrs.RESUMED_AT, attrs.FALLBACK):  # a retry inherits its predecessor's
+            if trial.user_attrs.get(key) is not None:
+                trial.set_user_attr(key, None)
         if self.checkpoints is None:
             return None
-        found = predecessor_checkpoint(trial.study, trial)
+        frozen = trial.study.get_trials(deepcopy=False)
+        found = lineage.predecessor_checkpoint(frozen, trial.number)
         if found is None:
+            if (source := trial.user_attrs.get(attrs.PROMOTED_FROM)) is not None:
+                self._fall_back(trial, f"promoted from trial {source}, which has no checkpoint left")
             return None
         number, artifact_id = found
         try:
             state = self.checkpoints.load(artifact_id)
         except Exception as e:
-            log.warning("trial %d: cannot resume from trial %d (%s); training from scratch", trial.number, number, e)
+            self._fall_back(trial, f"cannot resume from trial {number}: {first_line(e)}"[:300])
             return None
         for p in state["points"]:
             trial.report(p["top1"], p["step"])
@@ -248,17 +289,21 @@ class Objective:
             reporter.last = EvalPoint(**state["points"][-1])
         # epochs trained: a whole number, or (a checkpoint made mid-epoch, at a rung) the last eval point's
         epoch = round(state["points"][-1]["epoch"], 4) if state.get("batch") else state["epoch"]
-        trial.set_user_attr("resumed_from_trial", number)
-        trial.set_user_attr("resumed_at_epoch", epoch)
-        how = "promoted from" if promotion.PROMOTED_FROM in trial.user_attrs else "resuming"
+        trial.set_user_attr(attrs.RESUMED_FROM, number)
+        trial.set_user_attr(attrs.RESUMED_AT, epoch)
+        how = "promoted from" if attrs.PROMOTED_FROM in trial.user_attrs else "resuming"
         print(f"trial {trial.number}: {how} trial {number} at epoch {epoch:g}", flush=True,
               file=getattr(self.progress, "stream", None))
         return state
 
+    def _fall_back(self, trial: optuna.Trial, reason: str) -> None:
+        trial.set_user_attr(attrs.FALLBACK, reason)
+        log.warning("trial %d: %s; training from scratch", trial.number, reason)
+
     def _record(self, trial: optuna.Trial, reporter: Reporter, t0: float, reason: str | None = None,
                 images_per_s: float | None = None) -> dict[str, Any]:
         p = reporter.last
-        attrs = {
+        recorded = {
             "val_top1": p.top1 if p else None,
             "val_top5": p.top5 if p else None,
             "epochs_completed": math.floor(p.epoch + 1e-9) if p else 0,
@@ -266,7 +311,7 @@ class Objective:
             "wall_s": round(time.perf_counter() - t0, 3),
         }
         if reason:
-            attrs["reason"] = reason
-        for k, v in attrs.items():
+            recorded["reason"] = reason
+        for k, v in recorded.items():
             trial.set_user_attr(k, v)
-        return attrs
+        return recorded

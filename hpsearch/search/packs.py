@@ -31,10 +31,18 @@ from hpsearch.data.loader import batches_per_epoch
 from hpsearch.errors import first_line
 from hpsearch.models._registry import TV_PREFIX
 from hpsearch.params import fmt_params
-from hpsearch.search.objective import Interrupted, Objective, TrialRun, release_memory
+from hpsearch.search.objective import (
+    Interrupted,
+    Objective,
+    Surplus,
+    TrialRun,
+    check_admitted,
+    release_memory,
+)
 from hpsearch.search.space import suggest
-from hpsearch.search.study import is_surplus
+from hpsearch.search.study import fail_stale
 from hpsearch.spec import Spec, n_evals, structural_names
+from hpsearch.storage import attrs
 from hpsearch.storage import optuna_internals as internals
 from hpsearch.training import faults
 from hpsearch.training.loop import FitResult, fit
@@ -121,10 +129,10 @@ def run_pack(study: optuna.Study, objective: Objective, trials: list[optuna.Tria
     pack_id = f"{os.getpid()}-{trials[0].number}"
     runs: list[TrialRun] = []
     for member, trial in enumerate(trials):
-        trial.set_user_attr("pack_id", pack_id)
-        trial.set_user_attr("pack_size", len(trials))
-        trial.set_user_attr("pack_member", member)
-        trial.set_user_attr("pack_size_chosen_by", pack_note)
+        trial.set_user_attr(attrs.PACK_ID, pack_id)
+        trial.set_user_attr(attrs.PACK_SIZE, len(trials))
+        trial.set_user_attr(attrs.PACK_MEMBER, member)
+        trial.set_user_attr(attrs.PACK_SIZE_CHOSEN_BY, pack_note)
         run = objective.start(trial, hooks=[])
         run.hooks.insert(1, progress.member(trial.number, n_evals(run.cfg.max_epochs, run.cfg.eval_every)))
         if objective.stop is not None:
@@ -145,7 +153,7 @@ def run_pack(study: optuna.Study, objective: Objective, trials: list[optuna.Tria
                 log.warning("trial pack %s: %s is not fused; its %d members train one after another", pack_id,
                             arch, len(group))
             for run in group:
-                run.trial.set_user_attr("pack_forward", "solo")
+                run.trial.set_user_attr(attrs.PACK_FORWARD, "solo")
                 _train_solo(study, objective, run, progress)
         else:
             _train_group(study, objective, group, progress)
@@ -195,9 +203,9 @@ def _stacked(model: StackedModel, runs: list[TrialRun], cfgs: list, steps: int) 
     """Records how the pack runs (``pack_forward``: fused or vmap) and installs any injected faults."""
     if model.fallback is not None:
         log.warning("trial pack %s: its layers are not fused (%s); it runs under vmap",
-                    runs[0].trial.user_attrs.get("pack_id"), model.fallback)
+                    runs[0].trial.user_attrs.get(attrs.PACK_ID), model.fallback)
     for run in runs:
-        run.trial.set_user_attr("pack_forward", model.forward_kind)
+        run.trial.set_user_attr(attrs.PACK_FORWARD, model.forward_kind)
     faults.install_pack(model, cfgs, steps)
 
 
@@ -218,44 +226,51 @@ def _halve(study: optuna.Study, objective: Objective, runs: list[TrialRun], prog
     log.warning("a pack of %d ran out of memory (%s); going on as packs of %d and %d from the members' "
                 "checkpoints", len(alive), first_line(error), half, len(alive) - half)
     for part in (alive[:half], alive[half:]):
-        resume = _last_checkpoints(objective, part)
+        resume, why_not = _last_checkpoints(objective, part)
         for run in part:
-            run.trial.set_user_attr("pack_size", len(part))
-            run.trial.set_user_attr("pack_halved_from", len(alive))
-            run.trial.set_user_attr("pack_resumed_epoch", resume[0]["epoch"] if resume else 0)
+            run.trial.set_user_attr(attrs.PACK_SIZE, len(part))
+            run.trial.set_user_attr(attrs.PACK_HALVED_FROM, len(alive))
+            run.trial.set_user_attr(attrs.PACK_RESUMED_EPOCH, resume[0]["epoch"] if resume else 0)
+            if why_not:  # they had trained: record that this work is lost (no silent fallback)
+                run.trial.set_user_attr(attrs.FALLBACK, f"halved pack started over: {why_not}")
         _train_group(study, objective, part, progress, resume)
 
 
-def _last_checkpoints(objective: Objective, runs: list[TrialRun]) -> list[dict] | None:
-    """The members' newest checkpoints when every member has one of the same epoch; else None (start over)."""
+def _last_checkpoints(objective: Objective, runs: list[TrialRun]) -> tuple[list[dict] | None, str | None]:
+    """The members' newest checkpoints when every member has one of the same epoch; else None (start over) and,
+    when some member had a checkpoint to lose, why it is not used."""
     if objective.checkpoints is None:
-        return None
-    ids = [r.trial.user_attrs.get("checkpoint") for r in runs]
+        return None, None
+    ids = [r.trial.user_attrs.get(attrs.CHECKPOINT) for r in runs]
+    if not any(ids):
+        return None, None  # out of memory in the first epoch: nothing was saved, nothing is lost
     if not all(ids):
-        return None
+        return None, "not every member had a checkpoint"
     try:
         states = [objective.checkpoints.load(i) for i in ids]
     except Exception as e:  # a lost checkpoint: these members train again from the start
         log.warning("cannot resume the halved pack from its checkpoints (%s); starting it over", first_line(e))
-        return None
-    return states if len({s["epoch"] for s in states}) == 1 else None
+        return None, f"cannot load a member's checkpoint: {first_line(e)}"[:300]
+    if len({s["epoch"] for s in states}) != 1:
+        return None, "the members' checkpoints are of different epochs"
+    return states, None
 
 
 def _finish(study: optuna.Study, objective: Objective, run: TrialRun, outcome, progress) -> None:
     """Records and tells one member's outcome: its FitResult, or the exception that ended it."""
     if isinstance(outcome, FitResult):
-        _tell(study, run, TrialState.COMPLETE, objective.completed(run, outcome), progress)
+        _tell(study, run.trial, TrialState.COMPLETE, objective.completed(run, outcome), progress)
     else:
         ended = objective.ended(run, outcome)
-        _tell(study, run, TrialState.PRUNED if isinstance(ended, optuna.TrialPruned) else TrialState.FAIL, None,
+        _tell(study, run.trial, TrialState.PRUNED if isinstance(ended, optuna.TrialPruned) else TrialState.FAIL, None,
               progress)
     run.model = None
 
 
-def _tell(study: optuna.Study, run: TrialRun, state: TrialState, value: float | None, progress) -> None:
+def _tell(study: optuna.Study, trial: optuna.Trial, state: TrialState, value: float | None, progress) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        frozen = study.tell(run.trial, value, state=state)
+        frozen = study.tell(trial, value, state=state)
     if progress is not None:
         progress(study, frozen)
 
@@ -264,20 +279,13 @@ def run_next_pack(study: optuna.Study, objective: Objective, k: int, target: int
                   pack_note: str) -> None:
     """One turn of a pack worker: fail the trials of dead workers (as ``optimize`` does before each trial), ask
     a pack of ``k``, drop the members that other workers' trials made surplus, and train the rest."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        optuna.storages.fail_stale_trials(study)
-    trials = ask_pack(study, objective.spec, k)
-    now = study.get_trials(deepcopy=False)
+    fail_stale(study)
     members = []
-    for trial in trials:
-        if is_surplus(now, trial.number, target):
-            trial.set_user_attr("surplus", True)
-            trial.set_user_attr("reason", f"surplus: the study already had {target} trials when it started")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                frozen = study.tell(trial, state=TrialState.FAIL)
-            progress(study, frozen)
+    for trial in ask_pack(study, objective.spec, k):
+        try:
+            check_admitted(trial, target)
+        except Surplus:
+            _tell(study, trial, TrialState.FAIL, None, progress)
         else:
             members.append(trial)
     if members:

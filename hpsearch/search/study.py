@@ -9,20 +9,14 @@ import warnings
 from typing import Any
 
 import optuna
-import torch
-import torchvision
-from optuna.trial import TrialState
 
 from hpsearch import __version__
 from hpsearch.errors import HpsearchError, SpecError, StudyNotFound
-from hpsearch.search.asha import superseded
-from hpsearch.spec import Spec, parse_spec
-from hpsearch.storage.checkpoints import retried_numbers
+from hpsearch.spec import Spec
+from hpsearch.storage.attrs import METRIC, SPEC, VERSIONS
 from hpsearch.storage.urls import open_storage
 
 log = logging.getLogger("hpsearch")
-SPEC_ATTR = "hpsearch.spec"
-METRIC = "val_top1"
 # Run controls that a rerun may change (--study and other options override them): not part of the comparison.
 RUN_CONTROLS = ("study.name", "study.n_trials", "study.timeout", "study.patience", "study.min_delta", "study.target",
                 "train.device", "train.pack")
@@ -74,65 +68,18 @@ def _simple_pruner(name: str, opts: dict) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()  # "none", and "asha": its trials pause and are promoted (hpsearch.search.asha)
 
 
-def _superseded(trials: list) -> set[int]:
-    """Trials whose configuration goes on in a newer trial: re-queued failures, promoted paused trials."""
-    return retried_numbers(trials) | superseded(trials)
-
-
-def _counts(t, gone: set[int]) -> bool:
-    """Whether trial ``t`` counts toward the target: not superseded (``gone``), not a surplus start."""
-    if t.user_attrs.get("surplus"):
-        return False
-    return not (t.state in (TrialState.FAIL, TrialState.PRUNED) and t.number in gone)
-
-
-def finished_count(trials: list) -> int:
-    """Finished trials toward the target: COMPLETE + PRUNED + FAIL, minus re-queued failures, promoted paused
-    trials and surplus: each configuration counts once."""
-    gone = _superseded(trials)
-    return sum(1 for t in trials if t.state.is_finished() and _counts(t, gone))
-
-
-class Surplus(Exception):
-    """Workers raced: this trial started when the trials before it already fill the target."""
-
-
-def is_surplus(trials: list, number: int, target: int) -> bool:
-    """Trial numbers are handed out atomically by the storage, so ranking by number settles races: a trial
-    is surplus when the counted trials numbered below it (finished, running or queued) reach the target."""
-    gone = _superseded(trials)
-    return sum(1 for t in trials if t.number < number and _counts(t, gone)) >= target
-
-
-def stop_reason(trials: list, patience: int | None, min_delta: float = 0.0, target: float | None = None) -> str | None:
-    """Why the study should start no more trials, or None. Every worker computes it from the storage before each
-    trial, so all of them stop together. ``target``: a completed trial reached that val Top-1. ``patience``: the
-    last ``patience`` finished trials (in the order they finished; pruned and failed ones count) did not raise
-    the best value by at least ``min_delta`` (Optuna's users ask for this: optuna/optuna#4292)."""
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    if target is not None and complete:
-        best = max(complete, key=lambda t: t.value)
-        if best.value >= target:
-            return f"target reached: trial {best.number} has val Top-1 {best.value:.2f}% ≥ {target:g}%"
-    if patience is None:
-        return None
-    gone = _superseded(trials)
-    done = sorted((t for t in trials if t.state.is_finished() and _counts(t, gone) and t.datetime_complete),
-                  key=lambda t: (t.datetime_complete, t.number))
-    best, best_trial, since = None, None, 0
-    for t in done:
-        value = t.value if t.state == TrialState.COMPLETE else None
-        if value is not None and (best is None or (value > best and value - best >= min_delta)):
-            best, best_trial, since = value, t.number, 0
-        else:
-            since += 1
-    if best is not None and since >= patience:
-        return (f"plateau: the last {since} finished trials did not beat the best ({best:.2f}%, trial {best_trial}) "
-                f"by at least {min_delta:g} points (patience {patience})")
-    return None
+def fail_stale(study: optuna.Study) -> None:
+    """Fails (and, with the heartbeat's retry callback, re-queues) the running trials of dead workers, as
+    ``study.optimize`` does before each trial; Optuna's experimental-feature warning is silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        optuna.storages.fail_stale_trials(study)
 
 
 def versions() -> dict[str, str]:
+    import torch  # (only a process that creates a study or retrains imports torch here: status stays torch-free)
+    import torchvision
+
     return {"hpsearch": __version__, "optuna": optuna.__version__, "torch": torch.__version__,
             "torchvision": torchvision.__version__, "python": sys.version.split()[0]}
 
@@ -159,7 +106,7 @@ def open_study(spec: Spec, storage: optuna.storages.BaseStorage, name: str, forc
     existing = len(_trials_if_exists(storage, name))
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
                                 sampler=build_sampler(spec, existing), pruner=build_pruner(spec))
-    stored = study.user_attrs.get(SPEC_ATTR)
+    stored = study.user_attrs.get(SPEC)
     if stored is not None and (diff := spec_differences(json.loads(stored), spec.raw)):
         keys = ", ".join(f"`{k}`" for k in diff[:5]) + (f" and {len(diff) - 5} more" if len(diff) > 5 else "")
         if not force_spec:
@@ -167,10 +114,10 @@ def open_study(spec: Spec, storage: optuna.storages.BaseStorage, name: str, forc
                             f"wins: join it with `hpsearch worker --study {name}`, choose another --study name, "
                             "or pass --force-spec to replace the stored spec")
         log.warning("study %r: replacing its stored spec (--force-spec; %s differ)", name, keys)
-        study.set_user_attr(SPEC_ATTR, json.dumps(spec.raw, sort_keys=True))
+        study.set_user_attr(SPEC, json.dumps(spec.raw, sort_keys=True))
     if stored is None:
-        study.set_user_attr(SPEC_ATTR, json.dumps(spec.raw, sort_keys=True))
-        study.set_user_attr("hpsearch.versions", versions())
+        study.set_user_attr(SPEC, json.dumps(spec.raw, sort_keys=True))
+        study.set_user_attr(VERSIONS, versions())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([METRIC])
@@ -189,7 +136,9 @@ def _trials_if_exists(storage: optuna.storages.BaseStorage, name: str) -> list:
 
 def stored_spec(study: optuna.Study) -> Spec:
     """The spec the study was created with (the source of truth for every worker that joins it)."""
-    raw = study.user_attrs.get(SPEC_ATTR)
+    from hpsearch.spec.reader import parse_spec  # (the reader knows the model registry, which imports torch)
+
+    raw = study.user_attrs.get(SPEC)
     if raw is None:
         raise HpsearchError(f"study {study.study_name!r} was not created by hpsearch (it has no stored spec)")
     return parse_spec(json.loads(raw))

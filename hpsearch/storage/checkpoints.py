@@ -1,4 +1,4 @@
-"""Trial checkpoints in Optuna's artifact store: save after every epoch, find a predecessor's, keep few, and
+"""Trial checkpoints in Optuna's artifact store: save after every epoch, load without unpickling, keep few, and
 list in optuna-dashboard only the ones that still exist.
 
 A checkpoint is ``torch.save`` of plain tensors and values (see :func:`hpsearch.training.loop.fit`); loading uses
@@ -7,11 +7,12 @@ Per-epoch checkpoints are written with the store's own ``write`` under a uuid4 i
 trial artifacts (a trial's system attributes could not be cleaned once it finished); the newest one's id is
 recorded on the trial (user attribute ``checkpoint``), which is what resume reads.
 
-Retention: a running trial keeps only its newest checkpoint; a pruned or failed-for-good trial keeps none
-(except a trial paused for a promotion, see ``hpsearch.search.asha``);
-completed trials keep theirs only while they rank among the best ``keep_best``. So a study's disk use is
-bounded by (running workers + keep_best) checkpoints, whatever its length (with the asha pruner, plus one per
-configuration paused at a rung and not promoted: any of them may still be). Retention also keeps optuna-dashboard
+Retention: a running trial keeps only its newest checkpoint; a pruned or failed-for-good trial keeps none;
+completed trials keep theirs only while they rank among the best ``keep_best``; the caller names the finished
+trials whose checkpoints must stay besides (``hpsearch.search.scheduler.checkpoints_to_keep``: failed trials
+whose retry has not finished, and asha's paused trials that can still be promoted, at most ⌊n_trials/η⌋ per
+rung). So a study's disk use is bounded by (running workers + keep_best + n_rungs·⌊n_trials/η⌋) checkpoints,
+whatever its length (``scheduler.checkpoint_bound``). Retention also keeps optuna-dashboard
 true: a kept checkpoint is registered where the dashboard lists a finished trial's artifacts (the study's system
 attributes, :func:`dashboard_artifact_key`), and a removed one is set to null there, as the dashboard's own
 delete does. Workers run retention concurrently, so both steps are idempotent (the same value written twice)
@@ -27,40 +28,26 @@ import dataclasses
 import io
 import json
 import logging
-import os
-import re
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 
 import optuna
 import torch
-from optuna.artifacts import ArtifactMeta, Boto3ArtifactStore, FileSystemArtifactStore
+from optuna.artifacts import ArtifactMeta
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.errors import HpsearchError, SpecError
-from hpsearch.storage import optuna_internals
+from hpsearch.errors import HpsearchError
+from hpsearch.storage import attrs, optuna_internals
+from hpsearch.storage.artifacts import ARTIFACT_ID_RE, check_artifact_id
 
 log = logging.getLogger("hpsearch")
-ATTR = "checkpoint"  # trial user attribute: artifact id of the newest checkpoint
-PROMOTED_FROM = "promoted_from"  # trial user attribute: the paused trial a promoted one continues (hpsearch.search.asha)
-DEFAULT_DIR = "hpsearch-artifacts"
-# Optuna names artifacts by uuid4; an id read from a (shared, writable) storage that is not a plain name, such as
-# '../x' or '/etc/x', could reach outside the artifact folder or bucket prefix: refused before any file access.
-ARTIFACT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+ATTR = attrs.CHECKPOINT  # trial user attribute: artifact id of the newest checkpoint
 # mimetypes guesses application/vnd.snesdev-page-table for '.pt'; a checkpoint is plain bytes to a browser
 CHECKPOINT_MIMETYPE = "application/octet-stream"
 # optuna-dashboard stores an artifact's metadata as a JSON string (json.dumps of ArtifactMeta) and deletes it by
 # storing json.dumps(None), which list_trial_artifacts json.loads to None and skips
 DEREGISTERED = json.dumps(None)
-
-
-def check_artifact_id(artifact_id: object) -> str:
-    if not isinstance(artifact_id, str) or not ARTIFACT_ID_RE.match(artifact_id):
-        raise HpsearchError(f"artifact id {str(artifact_id)[:100]!r} is not valid; an id is a plain name of letters, "
-                            "digits, _ and - (as Optuna's uuid4 ids are)")
-    return artifact_id
 
 
 def dashboard_artifact_key(trial_id: int, artifact_id: str) -> str:
@@ -74,40 +61,6 @@ def dashboard_artifact_key(trial_id: int, artifact_id: str) -> str:
     ``list_trial_artifacts`` lists what this key registers.
     """
     return f"dashboard:artifacts:{trial_id}:{artifact_id}"
-
-
-def open_artifact_store(location: str | None):
-    """``DIR`` → FileSystemArtifactStore (a path every worker can see); ``s3://bucket/prefix`` → Boto3."""
-    location = location or os.environ.get("HPSEARCH_ARTIFACTS") or DEFAULT_DIR
-    if location.startswith("s3://"):
-        bucket, _, prefix = location[5:].partition("/")
-        if not bucket:
-            raise SpecError(f"artifact location {location!r} names no bucket; use s3://bucket/prefix")
-        try:
-            import boto3  # noqa: F401
-        except ImportError:
-            raise HpsearchError("s3:// artifact locations need boto3: pip install boto3") from None
-        return Boto3ArtifactStore(bucket) if not prefix else _PrefixedStore(Boto3ArtifactStore(bucket), prefix)
-    path = Path(location).expanduser()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise HpsearchError(f"cannot create the artifact folder {path}: {e.strerror}") from None
-    return FileSystemArtifactStore(path)
-
-
-class _PrefixedStore:
-    def __init__(self, inner, prefix: str):
-        self.inner, self.prefix = inner, prefix.strip("/") + "/"
-
-    def open_reader(self, artifact_id: str):
-        return self.inner.open_reader(self.prefix + artifact_id)
-
-    def write(self, artifact_id: str, content_body) -> None:
-        self.inner.write(self.prefix + artifact_id, content_body)
-
-    def remove(self, artifact_id: str) -> None:
-        self.inner.remove(self.prefix + artifact_id)
 
 
 class Checkpoints:
@@ -173,11 +126,9 @@ class Checkpoints:
         optuna-dashboard the completed trials' checkpoints it keeps. ``also_keep`` names more finished trials
         whose checkpoints stay (the paused trials of ``hpsearch.search.asha``)."""
         trials = study.get_trials(deepcopy=False)
-        pending_retry = {n for t in trials if not t.state.is_finished()
-                         for n in t.system_attrs.get("retry_history", [])}
         complete = sorted((t for t in trials if t.state == TrialState.COMPLETE and ATTR in t.user_attrs),
                           key=lambda t: t.value, reverse=True)
-        keep = {t.number for t in complete[: self.keep_best]} | pending_retry
+        keep = {t.number for t in complete[: self.keep_best]}
         if also_keep is not None:
             keep |= also_keep(trials)
         # Optuna 5 has no Study.set_system_attr and exports no storage ids: hpsearch.storage.optuna_internals has them
@@ -230,44 +181,3 @@ class Checkpoints:
             return False
         self._listed[key] = value != DEREGISTERED
         return True
-
-
-def retried_numbers(trials: list[FrozenTrial]) -> set[int]:
-    """Numbers of failed trials that were re-queued (they do not count as finished)."""
-    return {n for t in trials for n in t.system_attrs.get("retry_history", [])}
-
-
-def parent_number(trial: FrozenTrial) -> int | None:
-    """The trial whose training this one continues: the failed trial it retries (the newest in its retry
-    history), or the paused trial it was promoted from (``hpsearch.search.asha``); None for a fresh start."""
-    history = trial.system_attrs.get("retry_history", [])
-    if history:
-        return history[-1]
-    source = trial.user_attrs.get(PROMOTED_FROM)
-    return None if source is None else int(source)
-
-
-def predecessor_checkpoint(study: optuna.Study, trial: optuna.Trial) -> tuple[int, str] | None:
-    """For a retried or promoted trial: (number, artifact id) of the newest checkpoint among the trials whose
-    training it continues (the trials it retries, the paused trial it was promoted from, and theirs)."""
-    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
-    seen = {trial.number}
-    number = parent_number(by_number[trial.number])
-    while number is not None and number not in seen and number in by_number:
-        t = by_number[number]
-        if t.user_attrs.get(ATTR):
-            return number, t.user_attrs[ATTR]
-        seen.add(number)
-        number = parent_number(t)
-    return None
-
-
-def disk_usage(location: str | None) -> int | None:
-    """Bytes used by a filesystem artifact store (None for object stores)."""
-    location = location or os.environ.get("HPSEARCH_ARTIFACTS") or DEFAULT_DIR
-    if location.startswith("s3://"):
-        return None
-    path = Path(location).expanduser()
-    if not path.is_dir():
-        return 0
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())

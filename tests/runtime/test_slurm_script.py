@@ -17,7 +17,9 @@ from services import service_url, unique
 
 from hpsearch.errors import SpecError
 from hpsearch.inspect.status import format_status, study_status
-from hpsearch.runtime.slurm import placement, record_placement, time_limit_seconds
+from hpsearch.runtime.placement import placement
+from hpsearch.runtime.slurm import time_limit_seconds
+from hpsearch.search.objective import record_placement
 from hpsearch.storage.urls import open_storage
 from studies import write_study
 
@@ -153,18 +155,18 @@ def test_status_shows_each_running_trial_s_host_and_slurm_task(tmp_path, monkeyp
     study = optuna.create_study(study_name="where", storage=f"sqlite:///{tmp_path / 'db.sqlite'}")
     for var, value in {"SLURM_JOB_ID": "1235", "SLURM_ARRAY_JOB_ID": "1234", "SLURM_ARRAY_TASK_ID": "1"}.items():
         monkeypatch.setenv(var, value)
-    record_placement(study.ask())
+    record_placement(study.ask(), placement())
     monkeypatch.setenv("SLURM_JOB_ID", "1300")
     monkeypatch.delenv("SLURM_ARRAY_JOB_ID")
     monkeypatch.delenv("SLURM_ARRAY_TASK_ID")
-    record_placement(study.ask())
+    record_placement(study.ask(), placement())
     # a retry inherits its predecessor's attributes (Optuna copies them): ids this process lacks are cleared
     monkeypatch.delenv("SLURM_JOB_ID")
     inherited = study.ask()
     inherited.set_user_attr("slurm_job_id", "999")
-    record_placement(inherited)
+    record_placement(inherited, placement())
     finished = study.ask()
-    record_placement(finished)
+    record_placement(finished, placement())
     study.tell(finished, 50.0)
     host = socket.gethostname()
     text = format_status({"storage": "sqlite:///db.sqlite", "artifact_bytes": 0, "studies": [study_status(study)]})

@@ -10,7 +10,9 @@ import pytest
 from conftest import run_cli
 from optuna.trial import TrialState
 
-from hpsearch.runtime.worker import WorkerOptions, finished_count, is_surplus, run_worker, worker_salt
+from hpsearch.runtime.placement import worker_salt
+from hpsearch.runtime.worker import WorkerOptions, run_worker
+from hpsearch.search.scheduler import finished_count, is_surplus
 from hpsearch.search.study import open_study
 from hpsearch.spec import parse_spec
 from hpsearch.storage.urls import Heartbeat, open_storage
@@ -75,4 +77,8 @@ def test_worker_args_are_what_the_worker_command_accepts(tmp_path):
 def test_each_worker_gets_its_own_sampler_seed_offset():
     """Workers joining one study at once must not replay each other's draws: the offset mixes host, pid, SLURM
     job and the clock (pid + trial count alone collided), so even two joins in one process differ."""
-    assert len({worker_salt() for _ in range(3)}) == 3
+    base = dict(host="node1", pid=1000, job="", clock_ns=5)
+    salts = {worker_salt(**base), worker_salt(**base | {"host": "node2"}), worker_salt(**base | {"pid": 1001}),
+             worker_salt(**base | {"job": "77"}), worker_salt(**base | {"clock_ns": 6})}
+    assert len(salts) == 5, "host, pid, SLURM job and clock each change the offset"
+    assert worker_salt(**base) == worker_salt(**base), "the same inputs: the same offset"

@@ -26,7 +26,8 @@ from hpsearch.search.space import suggest
 from hpsearch.search.study import open_study
 from hpsearch.spec import load_spec
 from hpsearch.storage import optuna_internals as internals
-from hpsearch.storage.checkpoints import Checkpoints, open_artifact_store
+from hpsearch.storage.artifacts import open_artifact_store
+from hpsearch.storage.checkpoints import Checkpoints
 from hpsearch.storage.urls import open_storage
 from studies import write_study
 

@@ -18,7 +18,7 @@ from services import service_url, unique
 from slurm_cluster import Cluster, check_prerequisites
 
 from hpsearch.inspect.status import format_status, storage_status
-from hpsearch.search.study import finished_count
+from hpsearch.search.scheduler import finished_count
 from hpsearch.storage.retry import LOST_WORKER
 from hpsearch.storage.urls import open_storage
 from studies import write_study

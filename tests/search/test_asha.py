@@ -5,6 +5,8 @@ workers on PostgreSQL)."""
 
 from __future__ import annotations
 
+import io
+
 import optuna
 import pytest
 import torch
@@ -15,17 +17,22 @@ from services import service_url, unique
 
 from hpsearch.data import load_dataset
 from hpsearch.data.fidelity import apply_fidelity
-from hpsearch.search.asha import (
-    PAUSED_AT,
+from hpsearch.runtime.worker import WorkerOptions, run
+from hpsearch.search.scheduler import (
+    Rules,
     Rungs,
-    checkpoints_needed,
+    checkpoint_bound,
     duplicate_of,
+    finished_count,
+    paused_to_keep,
     promotable,
     rungs,
 )
-from hpsearch.search.study import finished_count, stored_spec
+from hpsearch.search.study import stored_spec
 from hpsearch.spec import load_spec
-from hpsearch.storage.checkpoints import ATTR, PROMOTED_FROM
+from hpsearch.storage.attrs import CHECKPOINT as ATTR
+from hpsearch.storage.attrs import PAUSED_AT, PROMOTED_FROM
+from hpsearch.storage.checkpoints import Checkpoints
 from hpsearch.storage.urls import open_storage
 from hpsearch.training.loop import fit
 from hpsearch.training.setup import build_model, device_data, train_config
@@ -93,18 +100,33 @@ def test_a_configuration_counts_once_and_duplicate_promotions_are_found():
     copy = _add(study, [], state=TrialState.RUNNING, promoted_from=p, checkpoint=None, x=p)
     assert duplicate_of(study.trials, copy) == child, "a second promotion of the same paused trial"
     # checkpoints: the promoted trial's continuation has its own, the two others may still be promoted
-    assert checkpoints_needed(study.trials) == {1, 2}
+    assert paused_to_keep(study.trials, RUNGS, n_trials=9) == {1, 2}
 
 
 def test_checkpoints_of_paused_trials_stay_until_their_continuation_saves_its_own():
     study = optuna.create_study(direction="maximize")
     p = _add(study, [40, 70], paused=2)
     _add(study, [], state=TrialState.WAITING, promoted_from=p, checkpoint=None, x=p)
-    assert checkpoints_needed(study.trials) == {p}, "the waiting continuation will resume from it"
+    assert paused_to_keep(study.trials, RUNGS, n_trials=9) == {p}, "the waiting continuation will resume from it"
     study2 = optuna.create_study(direction="maximize")
     p = _add(study2, [40, 70], paused=2)
     q = _add(study2, [40, 70, 72, 74, 76, 78], paused=6, promoted_from=p, x=p)  # promoted, paused again
-    assert checkpoints_needed(study2.trials) == {q}
+    assert paused_to_keep(study2.trials, RUNGS, n_trials=9) == {q}
+
+
+def test_a_paused_checkpoint_goes_once_its_configuration_can_no_longer_be_promoted():
+    """At most n_trials configurations reach a rung, so only the top ⌊n_trials/η⌋ there can ever be promoted:
+    with n_trials = 6 and η = 3, a paused configuration with two others ranked above it keeps no checkpoint."""
+    study = optuna.create_study(direction="maximize")
+    a, b = _add(study, [40, 50], paused=2), _add(study, [40, 70], paused=2)
+    assert paused_to_keep(study.trials, RUNGS, n_trials=6) == {a, b}, "two at the rung: both may be promoted"
+    c = _add(study, [40, 60], paused=2)
+    assert paused_to_keep(study.trials, RUNGS, n_trials=6) == {b, c}, "a is third of three: never in the top 2"
+    d = _add(study, [40, 65], paused=2)
+    assert paused_to_keep(study.trials, RUNGS, n_trials=6) == {b, d}
+    assert paused_to_keep(study.trials, RUNGS, n_trials=12) == {a, b, c, d}, "a longer study: all may be"
+    # a dropped configuration is never chosen: the promotion takes the best of the top
+    assert promotable(study.trials, RUNGS).number == b
 
 
 def test_rungs_from_the_spec(tmp_path):
@@ -171,13 +193,45 @@ def test_a_promoted_configuration_ends_as_if_it_had_never_paused(tmp_path):
                  train_config(spec, values, seed, "fp32"))
     assert result.top1 == final.value
     assert [p.top1 for p in result.points] == [final.intermediate_values[s] for s in sorted(final.intermediate_values)]
-    # checkpoints: the paused trials not promoted keep theirs (each may still be promoted); promoted ones do not
-    paused = [t for t in trials if t.state == TrialState.PRUNED and t.number not in
-              {p.user_attrs[PROMOTED_FROM] for p in promoted}]
+    # checkpoints: of the paused trials not promoted, those that can still be promoted keep theirs (the top
+    # ⌊6/2⌋ of each rung), the others do not; a promoted one's goes once its continuation has its own
     files = {f.name for f in (tmp_path / "art").iterdir()}
-    assert all(t.user_attrs[ATTR] in files for t in paused)
+    keep = paused_to_keep(trials, rungs(spec), n_trials=6)
+    for t in trials:
+        if t.state == TrialState.PRUNED and PAUSED_AT in t.user_attrs:
+            assert (t.user_attrs[ATTR] in files) == (t.number in keep), t.number
     assert not any(by_number[t.user_attrs[PROMOTED_FROM]].user_attrs[ATTR] in files for t in promoted
                    if ATTR in t.user_attrs)
+
+
+@pytest.mark.slow
+def test_a_long_asha_study_keeps_at_most_the_stated_number_of_checkpoints(tmp_path, monkeypatch):
+    """12 configurations, η = 3, one rung: after every trial, the checkpoints on disk stay within workers +
+    keep_best + n_rungs·⌊n_trials/η⌋ = 1 + 1 + 4 (before the rule, every paused configuration that was never
+    promoted kept its checkpoint: 8 of the 12 here)."""
+    spec = load_spec(write_study(tmp_path / "s.toml", name="long", n_trials=12, data={"num_classes": 4, "n_images": 200},
+                                 train={"max_epochs": 2, "eval_every": 0.5},
+                                 pruner={"name": "asha", "min_resource": 1, "reduction_factor": 3, "n_rungs": 1},
+                                 space={"lr": {"low": 1e-3, "high": 0.05, "log": True}, "batch_size": 32}))
+    art = tmp_path / "art"
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    counts: list[int] = []
+    apply = Checkpoints.apply_retention
+
+    def counted(self, study, also_keep=None):  # after each trial's retention pass: the checkpoints on disk
+        apply(self, study, also_keep)
+        ids = {t.user_attrs.get(ATTR) for t in study.get_trials(deepcopy=False)}
+        counts.append(sum(1 for f in art.iterdir() if f.name in ids))
+
+    monkeypatch.setattr(Checkpoints, "apply_retention", counted)
+    assert run(spec, url, opts=WorkerOptions(artifacts=str(art), keep_best=1), stream=io.StringIO()) == 0
+    trials = optuna.load_study(study_name="long", storage=url).get_trials()
+    assert finished_count(trials) == 12 and len(counts) >= 12
+    bound = checkpoint_bound(Rules.of(spec), workers=1, keep_best=1)
+    assert bound == 6 and max(counts) <= bound, counts
+    paused_for_good = [t for t in trials if t.state == TrialState.PRUNED and PAUSED_AT in t.user_attrs
+                       and t.number not in {p.user_attrs.get(PROMOTED_FROM) for p in trials}]
+    assert len(paused_for_good) > bound, "the study is longer than the bound"
 
 
 @pytest.mark.slow

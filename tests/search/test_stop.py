@@ -9,7 +9,7 @@ from conftest import run_cli
 from optuna.trial import TrialState
 from services import service_url, unique
 
-from hpsearch.search.study import stop_reason
+from hpsearch.search.scheduler import stop_reason
 from hpsearch.storage.urls import open_storage
 from studies import write_study
 

@@ -10,7 +10,6 @@ import pytest
 
 from hpsearch.errors import HpsearchError, SpecError, StudyNotFound
 from hpsearch.search.study import (
-    SPEC_ATTR,
     build_pruner,
     build_sampler,
     open_existing,
@@ -18,6 +17,7 @@ from hpsearch.search.study import (
     stored_spec,
 )
 from hpsearch.spec import parse_spec
+from hpsearch.storage.attrs import SPEC as SPEC_ATTR
 from hpsearch.storage.urls import open_storage
 from studies import study_doc
 

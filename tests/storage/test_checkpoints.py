@@ -14,7 +14,8 @@ from optuna.trial import FrozenTrial, TrialState
 from optuna_dashboard.artifact._backend import get_trial_artifact_meta, list_trial_artifacts
 from services import service_url, unique
 
-from hpsearch.storage.checkpoints import ATTR, Checkpoints, dashboard_artifact_key, open_artifact_store
+from hpsearch.storage.artifacts import open_artifact_store
+from hpsearch.storage.checkpoints import ATTR, Checkpoints, dashboard_artifact_key
 from hpsearch.storage.optuna_internals import study_id, study_storage, trial_id
 from hpsearch.storage.urls import open_storage
 
