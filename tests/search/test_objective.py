@@ -8,10 +8,18 @@ import math
 import optuna
 import pytest
 import torch
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState
 
 from hpsearch.data import load_dataset
+from hpsearch.inspect.collect import collect_header, study_info
+from hpsearch.inspect.status import format_status, study_status
+from hpsearch.search.asha import enqueue_promotion
 from hpsearch.search.objective import Objective
 from hpsearch.spec import parse_spec
+from hpsearch.storage.artifacts import open_artifact_store
+from hpsearch.storage.attrs import CHECKPOINT, FALLBACK, PAUSED_AT, RESUMED_AT, RESUMED_FROM
+from hpsearch.storage.checkpoints import Checkpoints
 from studies import study_doc
 
 CONFIG = {"lr": 0.005}  # the one searched parameter of the default test study; the rest is fixed
@@ -81,3 +89,56 @@ def test_a_time_limit_prunes_with_its_reason(setup):
         Objective(limited, ds, torch.device("cpu"), "fp32")(trial)
     assert trial.user_attrs["reason"] == "time_limit"
     assert trial.user_attrs["epochs_completed"] < 50 and not math.isnan(trial.user_attrs["wall_s"])
+
+
+def _paused_then_promoted(checkpoint: str | None) -> optuna.Study:
+    """An in-memory study: trial 0 paused at a rung (its checkpoint id ``checkpoint``), trial 1 its promotion."""
+    study = optuna.create_study(direction="maximize")
+    attrs = {PAUSED_AT: 1} | ({CHECKPOINT: checkpoint} if checkpoint else {})
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.PRUNED, params=CONFIG, distributions={"lr": FloatDistribution(1e-4, 1.0, log=True)},
+        user_attrs=attrs, intermediate_values={1: 50.0}))
+    enqueue_promotion(study, study.trials[0])
+    return study
+
+
+@pytest.mark.parametrize("checkpoint, why", [
+    ("broken", "cannot resume from trial 0: checkpoint broken cannot be loaded safely"),
+    (None, "promoted from trial 0, which has no checkpoint left"),
+])
+def test_a_promotion_that_cannot_resume_says_so_on_the_trial_and_in_status_and_report(setup, tmp_path, checkpoint,
+                                                                                      why):
+    """No silent fallback: the promoted trial trains from scratch (it completes) with attribute ``fallback``, which
+    status and the report count."""
+    spec, ds = setup
+    (tmp_path / "art").mkdir()
+    (tmp_path / "art" / "broken").write_bytes(b"not a checkpoint")
+    study = _paused_then_promoted(checkpoint)
+    checkpoints = Checkpoints(open_artifact_store(str(tmp_path / "art")))
+    study.optimize(Objective(spec, ds, torch.device("cpu"), "fp32", checkpoints=checkpoints), n_trials=1)
+    promoted = study.trials[1]
+    assert promoted.state == TrialState.COMPLETE and promoted.user_attrs[FALLBACK].startswith(why)
+    assert promoted.user_attrs.get(RESUMED_FROM) is None
+    assert sorted(promoted.intermediate_values) == [1, 2], "its own curve, from the first eval point"
+    status = study_status(study)
+    assert status["fallbacks"] == [{"trial": 1, "reason": promoted.user_attrs[FALLBACK]}]
+    text = format_status({"storage": "memory", "artifact_bytes": 0, "studies": [status]})
+    assert f"1 trained from scratch instead of resuming: trial 1 ({why}" in text
+    assert collect_header(study.trials, study_info(study))["fallbacks"] == 1
+
+
+def test_a_retry_that_resumes_nothing_drops_what_its_predecessor_recorded(setup, tmp_path):
+    """Optuna copies a failed trial's user attributes to its retry: a retry with no checkpoint to continue must not
+    claim its predecessor's resume (or fallback)."""
+    spec, ds = setup
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.FAIL, params=CONFIG, distributions={"lr": FloatDistribution(1e-4, 1.0, log=True)},
+        user_attrs={RESUMED_FROM: 7, RESUMED_AT: 1, FALLBACK: "old"}))
+    study.enqueue_trial(CONFIG, user_attrs=dict(study.trials[0].user_attrs))
+    checkpoints = Checkpoints(open_artifact_store(str(tmp_path / "art")))
+    study.optimize(Objective(spec, ds, torch.device("cpu"), "fp32", checkpoints=checkpoints), n_trials=1)
+    retry = study.trials[1]
+    assert retry.state == TrialState.COMPLETE
+    assert {k: retry.user_attrs.get(k) for k in (RESUMED_FROM, RESUMED_AT, FALLBACK)} == dict.fromkeys(
+        (RESUMED_FROM, RESUMED_AT, FALLBACK))

@@ -5,12 +5,16 @@ and not the others, and an injected NaN in one member prunes it as diverged whil
 from __future__ import annotations
 
 from collections import defaultdict
+from types import SimpleNamespace
 
 import optuna
 import pytest
 from conftest import run_cli
 from optuna.trial import TrialState
 
+from hpsearch.search.packs import _last_checkpoints
+from hpsearch.storage.artifacts import open_artifact_store
+from hpsearch.storage.checkpoints import Checkpoints
 from studies import PRUNED, write_study
 
 SPACE = {"lr": {"low": 1e-4, "high": 0.05, "log": True}, "batch_size": [32, 64],
@@ -93,6 +97,7 @@ def test_out_of_memory_in_epoch_two_resumes_the_halves_from_their_epoch_one_chec
     assert [t.user_attrs["pack_resumed_epoch"] for t in trials] == [1, 1, 1, 1], "epoch 1 was not trained again"
     assert all(sorted(t.intermediate_values) == [1, 2, 3, 4] for t in trials)
     assert "going on as packs of 2 and 2" in r.stderr
+    assert not [t.number for t in trials if t.user_attrs.get("fallback")], "they resumed: no fallback recorded"
 
 
 @pytest.mark.slow
@@ -108,3 +113,28 @@ def test_a_torchvision_model_is_not_fused_and_its_members_train_one_after_anothe
     assert "tv:resnet18 is not fused; its 2 members train one after another" in r.stderr
     assert [t.user_attrs["pack_forward"] for t in trials] == ["solo", "solo"]
 
+
+
+def test_a_halved_pack_that_cannot_resume_says_why(tmp_path):
+    """The halves go on from the members' checkpoints; when that is not possible, the reason is returned (the
+    members record it as ``fallback``), except in the first epoch, where nothing had been saved to lose."""
+    store = open_artifact_store(str(tmp_path / "art"))
+    objective = SimpleNamespace(checkpoints=Checkpoints(store))
+    study = optuna.create_study()
+    good = [study.ask() for _ in range(2)]
+    for epoch, trial in enumerate(good):
+        objective.checkpoints.save(trial, {"model": {}, "optimizer": {}, "epoch": 1 + epoch})
+
+    def runs(*trials):
+        return [SimpleNamespace(trial=t) for t in trials]
+
+    fresh = [study.ask() for _ in range(2)]
+    assert _last_checkpoints(objective, runs(*fresh)) == (None, None), "epoch 1: nothing saved, nothing lost"
+    assert _last_checkpoints(objective, runs(good[0], fresh[0])) == (None, "not every member had a checkpoint")
+    assert _last_checkpoints(objective, runs(*good)) == (None, "the members' checkpoints are of different epochs")
+    broken = study.ask()
+    broken.set_user_attr("checkpoint", "missing")
+    states, why = _last_checkpoints(objective, runs(good[0], broken))
+    assert states is None and why.startswith("cannot load a member's checkpoint: checkpoint missing cannot be loaded")
+    states, why = _last_checkpoints(objective, runs(good[0], good[0]))
+    assert why is None and [s["epoch"] for s in states] == [1, 1]
