@@ -37,7 +37,7 @@ class StudySpec:
     seed: int = 0
     n_trials: int = 20  # finished trials the study should hold in total
     timeout: float | None = None  # seconds for one `hpsearch run`
-    # stop rules, checked by every worker before each trial (hpsearch.search.study.stop_reason):
+    # stop rules, checked by every worker before each trial (hpsearch.search.scheduler.stop_reason):
     patience: int | None = None  # stop when N finished trials in a row did not improve the best by min_delta
     min_delta: float = 0.0  # val Top-1 points
     target: float | None = None  # stop once a trial reaches this val Top-1 (%)
