@@ -6,6 +6,8 @@ commands that parse and call the library."""
 from __future__ import annotations
 
 import ast
+import importlib
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -165,3 +167,18 @@ def test_test_files_have_unique_names():
     different folders stop the collection."""
     names = [p.name for p in (PACKAGE.parent / "tests").rglob("test_*.py")]
     assert sorted({n for n in names if names.count(n) > 1}) == []
+
+
+@pytest.mark.slow  # importing every module starts ldconfig (ctypes looks for a library)
+def test_every_import_of_the_package_resolves():
+    """Imports inside functions run only when the function does (``hpsearch slurm`` imports the scheduler when it
+    creates the study): each ``from hpsearch... import name`` in the package must name something that exists."""
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("hpsearch"):
+                module = importlib.import_module(node.module)
+                missing += [f"{path.name}:{node.lineno} {node.module}.{a.name}" for a in node.names
+                            if not hasattr(module, a.name) and not (
+                                hasattr(module, "__path__") and importlib.util.find_spec(f"{node.module}.{a.name}"))]
+    assert missing == []

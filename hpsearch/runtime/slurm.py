@@ -127,7 +127,8 @@ def write_private(path: Path, text: str) -> None:
 def prepare_study(target: str, storage_url: str, study_name: str | None, opts: Any) -> tuple[str, int, int]:
     """``target`` is a study file (the study is created, or continued when it exists with the same spec) or the
     name of an existing study; returns (name, finished trials, n_trials)."""
-    from hpsearch.search.study import finished_count, load_study, open_study, stored_spec
+    from hpsearch.search.scheduler import finished_count
+    from hpsearch.search.study import load_study, open_study, stored_spec
     from hpsearch.storage.urls import open_storage
 
     if Path(target).is_file() or target.endswith(".toml"):
