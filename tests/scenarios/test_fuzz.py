@@ -203,8 +203,9 @@ def names_the_unknown_key(path: tuple, msg: str | None) -> bool:
     if msg is None:
         return False
     where, quoted = dotted(path), repr(dotted(path))
+    # (repr quotes a name that holds a ' with ": "0.'x" names key 0)
     return any(s in msg for s in (f"`{where}`", f"`{where}.", f"`{where}[", quoted, quoted[:-1] + ".",
-                                  quoted[:-1] + "["))
+                                  quoted[:-1] + "[", f'"{where}.', f'"{where}['))
 
 
 # ---------------------------------------------------------------------------------------------------------
