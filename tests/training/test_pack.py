@@ -12,13 +12,13 @@ solo ``fit`` of its own config:
   relative to the solo buffer), as the member's checkpoint stores them (so in ``fit``'s format);
 - over 2 epochs, its eval curve: the training loss (relative) and val Top-1/Top-5 (points) at each eval point.
 
-Tolerances are per architecture, about 10x the largest gap measured (fp32 on a 2-core x86 CPU, torch 2.x), written
-next to each. Pack and solo differ only in the order of sums (grouped convolutions, fused BatchNorm) and the gap
-grows with training, chaotically for a BatchNorm network at these learning rates, so the curves are compared for
-the architectures whose curves stay close; the 2-step comparison covers every architecture. A deliberate bug
-(scripts/deliberate_bugs.py: member 0's weight decay for all, no weight decay, a checkpoint without optimizer
-buffers, a skipped batch, Adam moments dropped on resume, a mid-epoch resume that restarts its epoch) moves these
-numbers by orders of magnitude more than the tolerances allow, and fails here.
+Tolerances are per architecture and optimizer, about 10x the largest gap measured (fp32 on a 2-core x86 CPU,
+torch 2.x), written next to each. Pack and solo differ only in the order of sums (grouped convolutions, fused
+BatchNorm), and the gap grows with training, chaotically for some pairs at these learning rates: the curves are
+compared for four pairs, the 2 steps for every architecture. Each deliberate bug of scripts/deliberate_bugs.py
+(member 0's weight decay, learning rate or label smoothing for all, no weight decay, a checkpoint without optimizer
+buffers, a skipped batch, Adam moments dropped on resume, a mid-epoch resume that restarts its epoch or draws
+another data order, ...) fails tests here; the script lists which.
 """
 
 from __future__ import annotations
