@@ -34,6 +34,7 @@ from hpsearch.spec import Spec
 from hpsearch.storage import attrs
 from hpsearch.storage.checkpoints import Checkpoints
 from hpsearch.training import faults
+from hpsearch.training.checkpoint import epochs_trained, eval_points
 from hpsearch.training.loop import Diverged, EvalPoint, FitResult, TimeLimit, TrainConfig, fit
 from hpsearch.training.setup import build_model, device_data, train_config
 
@@ -171,7 +172,7 @@ class Objective:
         try:
             run.resume = self._resume_state(trial, run.reporter)
             if self.rungs is not None and run.resume is not None:
-                run.reporter.pause_at = self.rungs.next_after(len(run.resume["points"]))
+                run.reporter.pause_at = self.rungs.next_after(len(eval_points(run.resume)))
             self.build(run)
             result = fit(run.model, run.data, run.cfg, run.hooks, resume=run.resume)
         except (Exception, Interrupted) as e:
@@ -283,12 +284,12 @@ class Objective:
         except Exception as e:
             self._fall_back(trial, f"cannot resume from trial {number}: {first_line(e)}"[:300])
             return None
-        for p in state["points"]:
-            trial.report(p["top1"], p["step"])
-        if state["points"]:
-            reporter.last = EvalPoint(**state["points"][-1])
-        # epochs trained: a whole number, or (a checkpoint made mid-epoch, at a rung) the last eval point's
-        epoch = round(state["points"][-1]["epoch"], 4) if state.get("batch") else state["epoch"]
+        points = eval_points(state)
+        for p in points:
+            trial.report(p.top1, p.step)
+        if points:
+            reporter.last = points[-1]
+        epoch = epochs_trained(state)  # whole, or (made mid-epoch, at a rung) the last eval point's
         trial.set_user_attr(attrs.RESUMED_FROM, number)
         trial.set_user_attr(attrs.RESUMED_AT, epoch)
         how = "promoted from" if attrs.PROMOTED_FROM in trial.user_attrs else "resuming"

@@ -45,6 +45,7 @@ from hpsearch.spec import Spec, n_evals, structural_names
 from hpsearch.storage import attrs
 from hpsearch.storage import optuna_internals as internals
 from hpsearch.training import faults
+from hpsearch.training.checkpoint import Cursor
 from hpsearch.training.loop import FitResult, fit
 from hpsearch.training.pack import PackOutOfMemory, StackedModel, fit_pack
 
@@ -230,7 +231,7 @@ def _halve(study: optuna.Study, objective: Objective, runs: list[TrialRun], prog
         for run in part:
             run.trial.set_user_attr(attrs.PACK_SIZE, len(part))
             run.trial.set_user_attr(attrs.PACK_HALVED_FROM, len(alive))
-            run.trial.set_user_attr(attrs.PACK_RESUMED_EPOCH, resume[0]["epoch"] if resume else 0)
+            run.trial.set_user_attr(attrs.PACK_RESUMED_EPOCH, Cursor.of(resume[0]).epoch if resume else 0)
             if why_not:  # they had trained: record that this work is lost (no silent fallback)
                 run.trial.set_user_attr(attrs.FALLBACK, f"halved pack started over: {why_not}")
         _train_group(study, objective, part, progress, resume)
@@ -251,7 +252,7 @@ def _last_checkpoints(objective: Objective, runs: list[TrialRun]) -> tuple[list[
     except Exception as e:  # a lost checkpoint: these members train again from the start
         log.warning("cannot resume the halved pack from its checkpoints (%s); starting it over", first_line(e))
         return None, f"cannot load a member's checkpoint: {first_line(e)}"[:300]
-    if len({s["epoch"] for s in states}) != 1:
+    if len({Cursor.of(s).epoch for s in states}) != 1:
         return None, "the members' checkpoints are of different epochs"
     return states, None
 

@@ -1,7 +1,7 @@
 """Trial checkpoints in Optuna's artifact store: save after every epoch, load without unpickling, keep few, and
 list in optuna-dashboard only the ones that still exist.
 
-A checkpoint is ``torch.save`` of plain tensors and values (see :func:`hpsearch.training.loop.fit`); loading uses
+A checkpoint is ``torch.save`` of plain tensors and values (the format of ``hpsearch.training.checkpoint``); loading uses
 ``torch.load(weights_only=True)``, which refuses pickled objects, so a planted file cannot run code.
 Per-epoch checkpoints are written with the store's own ``write`` under a uuid4 id and are not registered as
 trial artifacts (a trial's system attributes could not be cleaned once it finished); the newest one's id is

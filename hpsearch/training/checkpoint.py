@@ -81,6 +81,13 @@ def eval_points(resume: dict) -> list[EvalPoint]:
     return [EvalPoint(**p) for p in resume["points"]]
 
 
+def epochs_trained(resume: dict) -> float:
+    """The epochs a checkpoint has trained: a whole number, or (one made mid-epoch, at an eval point) the last
+    eval point's epoch."""
+    at, points = Cursor.of(resume), resume["points"]
+    return round(points[-1]["epoch"], 4) if at.batch and points else at.epoch
+
+
 def restore(resume: dict, generators: tuple[torch.Generator, torch.Generator]) -> tuple[Cursor, list[EvalPoint]]:
     """Sets the (data order, augmentation) ``generators`` and torch's RNG to a checkpoint's; returns where to go
     on and the eval points so far. The model, optimizer, schedule and scaler are the caller's to load."""

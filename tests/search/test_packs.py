@@ -123,7 +123,8 @@ def test_a_halved_pack_that_cannot_resume_says_why(tmp_path):
     study = optuna.create_study()
     good = [study.ask() for _ in range(2)]
     for epoch, trial in enumerate(good):
-        objective.checkpoints.save(trial, {"model": {}, "optimizer": {}, "epoch": 1 + epoch})
+        objective.checkpoints.save(trial, {"model": {}, "optimizer": {}, "epoch": 1 + epoch, "batch": 0, "step": 0,
+                                          "images": 0, "train_s": 0.0, "points": []})
 
     def runs(*trials):
         return [SimpleNamespace(trial=t) for t in trials]
