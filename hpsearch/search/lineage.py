@@ -11,7 +11,7 @@ status) reads them through the functions here.
 
 from __future__ import annotations
 
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial, Trial, TrialState
 
 from hpsearch.storage.attrs import CHECKPOINT, PROMOTED_FROM, RETRY_HISTORY
 
@@ -21,8 +21,8 @@ def retries_of(trial: FrozenTrial) -> list[int]:
     return list(trial.system_attrs.get(RETRY_HISTORY, []))
 
 
-def promoted_from(trial: FrozenTrial) -> int | None:
-    """The paused trial ``trial`` was promoted from. A retry of a promoted trial inherits the attribute, so it
+def promoted_from(trial: FrozenTrial | Trial) -> int | None:
+    """The paused trial ``trial`` (stored, or running) was promoted from. A retry of a promoted trial inherits the attribute, so it
     names the same paused trial (:func:`is_first_promotion` tells the two apart)."""
     source = trial.user_attrs.get(PROMOTED_FROM)
     return None if source is None else int(source)

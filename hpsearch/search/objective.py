@@ -275,7 +275,7 @@ class Objective:
         frozen = trial.study.get_trials(deepcopy=False)
         found = lineage.predecessor_checkpoint(frozen, trial.number)
         if found is None:
-            if (source := trial.user_attrs.get(attrs.PROMOTED_FROM)) is not None:
+            if (source := lineage.promoted_from(trial)) is not None:
                 self._fall_back(trial, f"promoted from trial {source}, which has no checkpoint left")
             return None
         number, artifact_id = found
@@ -292,7 +292,7 @@ class Objective:
         epoch = epochs_trained(state)  # whole, or (made mid-epoch, at a rung) the last eval point's
         trial.set_user_attr(attrs.RESUMED_FROM, number)
         trial.set_user_attr(attrs.RESUMED_AT, epoch)
-        how = "promoted from" if attrs.PROMOTED_FROM in trial.user_attrs else "resuming"
+        how = "promoted from" if lineage.promoted_from(trial) is not None else "resuming"
         print(f"trial {trial.number}: {how} trial {number} at epoch {epoch:g}", flush=True,
               file=getattr(self.progress, "stream", None))
         return state
