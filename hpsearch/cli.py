@@ -348,19 +348,35 @@ def retrain(obj: Context, study_name, trial_number, epochs, device, data_dir, ou
 
 
 @cli.command()
-@click.option("--model", "model_file", required=True, type=click.Path(dir_okay=False), help="A model file.")
+@click.option("--model", "model_file", required=True, type=click.Path(dir_okay=False),
+              help="A model file written by `retrain`, or its ONNX export (NAME.onnx, run by onnxruntime).")
 @click.argument("inputs", nargs=-1, required=True, metavar="IMAGE_OR_DIR...")
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--device", callback=_check_device, default="cpu", show_default=True)
 def predict(model_file, inputs, top_k, as_json, device) -> None:
-    """Classify images (files or folders) with a model file written by `retrain`."""
+    """Classify images (files or folders) with a model file written by `retrain` or its ONNX export."""
     from hpsearch.deploy.predict import format_predictions
     from hpsearch.deploy.predict import predict as classify
     from hpsearch.training.device import resolve_device
 
     preds, skipped = classify(model_file, list(inputs), top_k, str(resolve_device(device)))
     click.echo(format_predictions(preds, skipped, as_json))
+
+
+@cli.command("export-model")
+@click.option("--model", "model_file", required=True, type=click.Path(dir_okay=False),
+              help="A model file written by `retrain`.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="ONNX model to write (NAME.onnx).")
+@click.option("--images", multiple=True, metavar="IMAGE_OR_DIR",
+              help="Images to check the export on (repeatable; default: the embedded sample's test images).")
+def export_model(model_file, output, images) -> None:
+    """Write a model file as an ONNX model (uint8 NCHW input, dynamic batch, preprocessing in its metadata),
+    checked with onnxruntime against PyTorch."""
+    from hpsearch.deploy.onnx import export_onnx
+
+    export_onnx(model_file, output, list(images) or None)
 
 
 # ---- the entry point ---------------------------------------------------------------------------------------
