@@ -200,7 +200,10 @@ def run_hpsearch(study: Path, arm: str, seed: int, budget: float, quick: bool, d
            "--artifacts", str(work / "artifacts"), "--device", device]
     t0 = time.time()
     run = run_for(cmd, budget, work / "log.txt", t0, threads)
-    stored = optuna.load_study(study_name=load_spec(path).study.name, storage=f"sqlite:///{db}")
+    try:
+        stored = optuna.load_study(study_name=load_spec(path).study.name, storage=f"sqlite:///{db}")
+    except KeyError:  # stopped at the budget before it created the study (a slow start): it tried nothing
+        return {**run, "trials": [], "t0": t0, "stop_reason": "budget spent before the study was created"}
     trials = [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
                "started": t.datetime_start.timestamp() if t.datetime_start else None,
                "completed": t.datetime_complete.timestamp() if t.datetime_complete else None,
