@@ -95,6 +95,17 @@ def _check_study_name(_ctx, _param, value):
     return value
 
 
+# where pretrained weights come from (hpsearch.models.weights): run, worker, slurm and retrain take these
+weights_options = [
+    click.option("--weights-dir", envvar="HPSEARCH_WEIGHTS", type=click.Path(file_okay=False),
+                 help="Folder of pretrained weights, NAME.safetensors or NAME.pth (default: $HPSEARCH_WEIGHTS, "
+                 "else train.weights_dir)."),
+    click.option("--offline", is_flag=True, envvar="HF_HUB_OFFLINE",
+                 help="Never download pretrained weights: weights_dir or the library's cache only "
+                 "(default: $HF_HUB_OFFLINE)."),
+]
+
+
 def worker_options(f):
     """Options shared by `run` and `worker`, passed to the command as one ``opts`` (a WorkerOptions)."""
     opts = [
@@ -120,18 +131,20 @@ def worker_options(f):
                      help="Val Top-1 points an improvement needs, for --patience (default: study.min_delta, 0)."),
         click.option("--target", type=click.FloatRange(0, 100), callback=_check_finite,
                      help="Stop once a trial reaches this val Top-1 %% (overrides study.target)."),
+        *weights_options,
     ]
 
     @functools.wraps(f)
     def wrapper(*args, n_trials, timeout, device, data_dir, artifacts, heartbeat_interval, grace_period, max_retry,
-                keep_best, pack, patience, min_delta, target, **kwargs):
+                keep_best, pack, patience, min_delta, target, weights_dir, offline, **kwargs):
         from hpsearch.runtime.options import WorkerOptions
         from hpsearch.spec import parse_pack
         from hpsearch.storage.urls import Heartbeat
 
         options = WorkerOptions(n_trials, timeout, device, data_dir, artifacts,
                                 Heartbeat(heartbeat_interval, grace_period, max_retry), keep_best,
-                                None if pack is None else parse_pack(pack, "--pack"), patience, min_delta, target)
+                                None if pack is None else parse_pack(pack, "--pack"), patience, min_delta, target,
+                                weights_dir, offline)
         return f(*args, opts=options, **kwargs)
 
     for opt in reversed(opts):
@@ -338,13 +351,16 @@ def data_prepare(kind, root, out, size, classes, fraction, val_fraction, seed, w
 @click.option("--device", callback=_check_device, help="auto, cpu, cuda or cuda:N.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the dataset files.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Model file to write.")
+@weights_options[0]
+@weights_options[1]
 @pass_context
-def retrain(obj: Context, study_name, trial_number, epochs, device, data_dir, output) -> None:
+def retrain(obj: Context, study_name, trial_number, epochs, device, data_dir, output, weights_dir, offline) -> None:
     """Retrain a trial's configuration on train+val, test it once, and write a model file."""
     from hpsearch.deploy.retrain import retrain as retrain_trial
     from hpsearch.search.study import open_existing
 
-    retrain_trial(open_existing(obj.storage_url, study_name), output, trial_number, epochs, device, data_dir)
+    retrain_trial(open_existing(obj.storage_url, study_name), output, trial_number, epochs, device, data_dir,
+                  weights_dir=weights_dir, offline=offline)
 
 
 @cli.command()

@@ -74,6 +74,13 @@ GLOBAL_PARAMS: dict[str, Param] = {
                        role="train", structural=True),
     "label_smoothing": Param("float", 0.0, low=0.0, high=0.5, role="train"),
     "aug_strength": Param("float", 0.0, low=0.0, high=1.0, help="0 = no augmentation", role="train"),
+    # fine-tuning (hpsearch.models.heads tells a model's classifier head from its backbone): the backbone's lr is
+    # lr × backbone_lr_mult; for the first freeze_epochs epochs only the head trains and the backbone's BatchNorm
+    # layers keep their running statistics. A pack's members share freeze_epochs (one forward mode per step).
+    "backbone_lr_mult": Param("float", 1.0, low=1e-4, high=10.0, help="the backbone's lr relative to the head's",
+                              role="train"),
+    "freeze_epochs": Param("int", 0, low=0, high=1000, help="epochs that train the head only, at first",
+                           role="train", structural=True),
     # fidelities: train on a fraction of the training images, at a lower resolution (0 = native)
     "fraction": Param("float", 1.0, low=0.001, high=1.0, help="of the training images, per trial",
                       role="fidelity", structural=True),

@@ -8,6 +8,7 @@ approach of airbench). Normalisation and augmentation happen afterwards, batched
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 
 import torch
@@ -33,6 +34,13 @@ class DeviceData:
     @property
     def n_train(self) -> int:
         return self.train_x.shape[0]
+
+    def scaled_to_unit(self) -> DeviceData:
+        """The same device tensors, normalised by plain scaling to [0, 1] (mean 0, std 1): what a model that
+        normalises its input itself takes (hpsearch.models.AdaptedNet). A shallow copy: nothing moves."""
+        view = copy.copy(self)
+        view.mean, view.std = torch.zeros_like(self.mean), torch.ones_like(self.std)
+        return view
 
 
 def epoch_batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device) -> Iterator[torch.Tensor]:

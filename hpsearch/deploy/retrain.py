@@ -19,9 +19,10 @@ from hpsearch.errors import HpsearchError
 from hpsearch.inspect.console import Progress
 from hpsearch.params import arch_params, fmt_params
 from hpsearch.search.study import stored_spec, versions
+from hpsearch.spec import with_overrides
 from hpsearch.training.device import configure, resolve_device, resolve_precision
 from hpsearch.training.loop import fit
-from hpsearch.training.setup import build_model, device_data, train_config
+from hpsearch.training.setup import build_trial_model, device_data, model_data, train_config
 
 
 def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
@@ -38,8 +39,13 @@ def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTr
 
 
 def retrain(study: optuna.Study, out: str, trial_number: int | None = None, epochs: int | None = None,
-            device_name: str | None = None, data_dir: str | None = None, stream: TextIO = sys.stderr) -> dict:
-    spec = stored_spec(study)
+            device_name: str | None = None, data_dir: str | None = None, stream: TextIO = sys.stderr,
+            weights_dir: str | None = None, offline: bool = False) -> dict:
+    """Retrains the trial (default: the best) and writes the model file ``out``; a pretrained study's model starts
+    from the same weights as its trials (``weights_dir``, ``offline``: as for ``hpsearch run``). The file's mean
+    and std are those the model takes: the dataset's, or [0, 1] scaling for a model that normalises its input
+    itself (timm:, tv:)."""
+    spec = with_overrides(stored_spec(study), weights_dir=weights_dir, offline=offline)
     trial = pick_trial(study, trial_number)
     values = trial.user_attrs["config"]
     device = resolve_device(device_name or spec.train.device)
@@ -58,18 +64,18 @@ def retrain(study: optuna.Study, out: str, trial_number: int | None = None, epoc
                        eval_every=float(n_epochs))
     print(f"retraining trial {trial.number} ({fmt_params(values)}) for {n_epochs} epochs on "
           f"{len(full.train_y)} images; testing on {len(full.val_y)}", file=stream, flush=True)
-    model = build_model(values, full, device, cfg.seed)
-    data = device_data(full, device)
+    model, weights = build_trial_model(values, full, device, cfg.seed, spec.train)
+    data = model_data(device_data(full, device), model)
     progress = Progress(stream)
     progress.trial_started(trial.number, values, cfg, data.n_train)
     t0 = time.perf_counter()
     result = fit(model, data, cfg, [progress])
     if progress.bar is not None:
         progress.bar.close()
-    mean, std = full.channel_stats()
+    mean, std = data.mean.cpu(), data.std.cpu()
     summary = {"trial": trial.number, "test_top1": result.top1, "test_top5": result.top5, "epochs": n_epochs,
                "train_images": len(full.train_y), "test_images": len(full.val_y),
-               "wall_s": round(time.perf_counter() - t0, 1), "model_file": str(out)}
+               "wall_s": round(time.perf_counter() - t0, 1), "model_file": str(out), "weights": weights}
     meta = {"arch": values["arch"], "arch_params": arch_params(values), "num_classes": ds.num_classes,
             "in_channels": full.in_channels, "image_size": full.image_size, "mean": mean.tolist(), "std": std.tolist(),
             "classes": list(ds.classes), "dataset": spec.data.dataset, "study": study.study_name,

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from hpsearch.models import airbench, alexnet, lenet, resnet, vgg  # noqa: F401  (registration side effect)
 from hpsearch.models._registry import (
+    AdaptedNet,
     ModelEntry,
     create_model,
+    fusable,
     get_model_entry,
+    is_external,
     is_known_model,
     list_models,
     register_model,
+    takes_unit_range,
 )
 
-__all__ = ["ModelEntry", "create_model", "get_model_entry", "is_known_model", "list_models", "register_model"]
+__all__ = ["AdaptedNet", "ModelEntry", "create_model", "fusable", "get_model_entry", "is_external", "is_known_model",
+           "list_models", "register_model", "takes_unit_range"]

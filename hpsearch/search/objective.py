@@ -1,7 +1,8 @@
 """The Optuna glue: sample a configuration, build the model, train it, report and prune, record the trial.
 
 Every way a trial can end leaves the same user attributes on it: ``val_top1``, ``val_top5``,
-``epochs_completed``, ``train_images_per_s``, ``wall_s``, ``n_params``, ``device`` and, for pruned and
+``epochs_completed``, ``train_images_per_s``, ``wall_s``, ``n_params``, ``weights`` (where the model's initial
+weights came from: ``random``, ``file:/path``, ``timm cache:/path``, ...), ``device`` and, for pruned and
 failed trials, a one-line ``reason``: ``diverged`` and ``time_limit`` (pruned), ``out_of_memory at
 batch_size N`` (failed), or the failing exception's type and first line (failed; the traceback goes to the
 log, see ``hpsearch --log-file``). The worker then goes on with the next trial.
@@ -36,7 +37,7 @@ from hpsearch.storage.checkpoints import Checkpoints
 from hpsearch.training import faults
 from hpsearch.training.checkpoint import epochs_trained, eval_points
 from hpsearch.training.loop import Diverged, EvalPoint, FitResult, TimeLimit, TrainConfig, fit
-from hpsearch.training.setup import build_model, device_data, train_config
+from hpsearch.training.setup import build_trial_model, device_data, model_data, train_config
 
 log = logging.getLogger("hpsearch")
 
@@ -218,7 +219,9 @@ class Objective:
     def build(self, run: TrialRun, solo: bool = True) -> None:
         """The trial's model on the device; a solo one gets $HPSEARCH_FAULTS' hooks when that is set (a pack's
         faults go on the fused model: hpsearch.training.faults.install_pack)."""
-        run.model = build_model(run.values, run.ds, self.device, run.seed)
+        run.model, weights = build_trial_model(run.values, run.ds, self.device, run.seed, self.spec.train)
+        run.data = model_data(run.data, run.model)  # [0, 1] scaling for a model that normalises its input itself
+        run.trial.set_user_attr(attrs.WEIGHTS, weights)
         run.trial.set_user_attr("n_params", sum(p.numel() for p in run.model.parameters()))
         if solo:
             faults.install(run.model, run.seed, batches_per_epoch(run.data.n_train, run.cfg.batch_size))

@@ -29,7 +29,7 @@ from optuna.trial import TrialState
 
 from hpsearch.data.loader import batches_per_epoch
 from hpsearch.errors import first_line
-from hpsearch.models._registry import TV_PREFIX
+from hpsearch.models import fusable
 from hpsearch.params import fmt_params
 from hpsearch.search.objective import (
     Interrupted,
@@ -146,10 +146,10 @@ def run_pack(study: optuna.Study, objective: Objective, trials: list[optuna.Tria
         groups.setdefault(_key(spec, run), []).append(run)
     for group in groups.values():
         arch = group[0].values["arch"]
-        if len(group) == 1 or arch.startswith(TV_PREFIX):
-            # a lone member trains solo (fit is faster than a fused pack of one); torchvision's models are not all
-            # made of layers vmap can batch (in-place views, custom autograd): their members train one after
-            # another instead, each still a full trial of this pack
+        if len(group) == 1 or not fusable(arch):
+            # a lone member trains solo (fit is faster than a fused pack of one); torchvision's and timm's models are
+            # not all made of layers vmap can batch (in-place views, custom autograd): their members train one
+            # after another instead, each still a full trial of this pack
             if len(group) > 1:
                 log.warning("trial pack %s: %s is not fused; its %d members train one after another", pack_id,
                             arch, len(group))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hpsearch.errors import SpecError
-from hpsearch.models import get_model_entry, is_known_model, list_models
+from hpsearch.models import get_model_entry, is_external, is_known_model, list_models
 from hpsearch.params import Param
 from hpsearch.spec.schema import (
     DATASETS,
@@ -214,9 +214,25 @@ def _parse_train(raw: Any) -> TrainSpec:
     eval_batch_size = t.number("eval_batch_size", 1024, low=1, high=65536, integer=True)
     max_trial_seconds = t.number("max_trial_seconds", None, low=0, high=365 * 86400, low_open=True)
     pack = parse_pack(t.get("pack", (int, str), "auto"), "train.pack")
+    pretrained = t.get("pretrained", bool, False)
+    weights_dir = t.get("weights_dir", str)
+    if weights_dir is not None and not weights_dir.strip():
+        raise SpecError("`train.weights_dir` is empty; give a folder, or leave the key out")
     t.done()
     return TrainSpec(max_epochs, eval_every, device, precision, schedule, warmup, eval_batch_size,
-                     None if max_trial_seconds is None else float(max_trial_seconds), pack)
+                     None if max_trial_seconds is None else float(max_trial_seconds), pack, pretrained, weights_dir)
+
+
+def _check_pretrained(train: TrainSpec, space: tuple[Dimension, ...]) -> None:
+    """Pretrained weights exist for other libraries' models only: every architecture the space can pick must be
+    one (whether its weights can be found is checked before a study is created: hpsearch.training.setup)."""
+    if not train.pretrained:
+        return
+    arch = {x.name: x for x in space}["arch"]
+    for a in arch.choices if arch.choices is not None else (arch.value,):
+        if not is_external(a):
+            raise SpecError(f"`train.pretrained` is true, but `space.arch` allows {a!r}, which has no pretrained "
+                            "weights; pretrained needs timm:<name> or tv:<name> architectures")
 
 
 MAX_PACK = 64
@@ -304,16 +320,20 @@ def _parse_space(raw: Any) -> tuple[Dimension, ...]:
     arch_dim = dims["arch"]
     archs = arch_dim.choices if arch_dim.choices is not None else (arch_dim.value,)
     for a in archs:
-        if not is_known_model(a):
+        if is_external(a):
+            get_model_entry(a)  # an unknown tv: or timm: name lists close matches (or says how to install timm)
+        elif not is_known_model(a):
             raise SpecError(f"`space.arch`: {a!r} is not an architecture; registered: {', '.join(list_models())}, "
-                            "or tv:<name> for a torchvision model (e.g. tv:resnet18)")
+                            "or tv:<name> for a torchvision model (e.g. tv:resnet18), or timm:<name> for a timm "
+                            "model (e.g. timm:efficientnet_lite0)")
     out = list(dims.values())
     for k in sorted(t.data):
-        if k in list_models():
+        if k in list_models() or is_external(k):
             if k not in archs:
                 raise SpecError(f"`space.{k}` is given, but `space.arch` does not include {k!r}")
             continue
-        raise SpecError(f"unknown key `space.{k}`; the space takes: {', '.join([*gp, *list_models()])}")
+        raise SpecError(f"unknown key `space.{k}`; the space takes: {', '.join([*gp, *list_models()])}, or a "
+                        "table of a timm:<name> architecture's parameters")
     for arch in archs:
         entry = get_model_entry(arch)
         sub = _Table(t.data.get(arch, {}), f"space.{arch}")
@@ -470,6 +490,7 @@ def parse_spec(raw: dict[str, Any]) -> Spec:
     data = _parse_data(raw["data"])
     _check_image_sizes(data, space)
     train = _parse_train(raw.get("train", {}))
+    _check_pretrained(train, space)
     if pruner_name == "asha":
         _check_rungs(pruner_opts, train)
     return Spec(

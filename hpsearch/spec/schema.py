@@ -70,6 +70,12 @@ class TrainSpec:
     eval_batch_size: int = 1024
     max_trial_seconds: float | None = None  # wall seconds of training per trial; then pruned (time_limit)
     pack: int | str = "auto"  # trials trained as one fused model (hpsearch.training.pack); "auto": 1 on the CPU
+    # timm:/tv: models start from their pretrained weights (hpsearch.models.weights: weights_dir, the library's
+    # cache, its download); offline forbids the download: set by --offline or $HF_HUB_OFFLINE, not by the study
+    # file (whether a host may download is the host's business)
+    pretrained: bool = False
+    weights_dir: str | None = None
+    offline: bool = False
 
 
 @dataclass(frozen=True)
@@ -148,8 +154,10 @@ def structural_names(spec: Spec) -> set[str]:
 
 def with_overrides(spec: Spec, n_trials: int | None = None, timeout: float | None = None, device: str | None = None,
                    seed: int | None = None, pack: int | str | None = None, patience: int | None = None,
-                   min_delta: float | None = None, target: float | None = None) -> Spec:
-    """``spec`` with command-line overrides applied (they apply to one command and are not stored in the study)."""
+                   min_delta: float | None = None, target: float | None = None, weights_dir: str | None = None,
+                   offline: bool = False) -> Spec:
+    """``spec`` with command-line overrides applied (they apply to one command and are not stored in the study);
+    ``offline`` only ever turns downloads off."""
     study = dataclasses.replace(
         spec.study,
         n_trials=spec.study.n_trials if n_trials is None else n_trials,
@@ -161,4 +169,6 @@ def with_overrides(spec: Spec, n_trials: int | None = None, timeout: float | Non
     )
     train = spec.train if device is None else dataclasses.replace(spec.train, device=device)
     train = train if pack is None else dataclasses.replace(train, pack=pack)
+    train = train if weights_dir is None else dataclasses.replace(train, weights_dir=weights_dir)
+    train = dataclasses.replace(train, offline=True) if offline else train
     return dataclasses.replace(spec, study=study, train=train)

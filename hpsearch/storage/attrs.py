@@ -19,6 +19,9 @@ REASON = "reason"  # why a trial was pruned or failed: "diverged", "time_limit",
 SURPLUS = "surplus"  # set on a trial started when the study was already full; it does not count
 DEVICE = "device"
 N_PARAMS = "n_params"
+# where the model's initial weights came from: "random", "file:/path/x.safetensors", "timm cache:/path",
+# "torchvision download:URL", ... (hpsearch.models.weights; a pretrained study never falls back to "random")
+WEIGHTS = "weights"
 EPOCHS_COMPLETED = "epochs_completed"
 WALL_S = "wall_s"
 ARTIFACTS = "artifacts"  # {name: artifact id} of a completed trial's confusion matrix, curves, note

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from hpsearch.data.loader import DeviceData, batches_per_epoch, epoch_batches
+from hpsearch.models.heads import backbone_batchnorms, split_params
 from hpsearch.params import PY_TYPES, train_params
 from hpsearch.spec import TrainSpec, n_evals
 from hpsearch.training import checkpoint as ckpt
@@ -109,13 +110,34 @@ def autocast(device: torch.device, precision: str):
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    # No weight decay on BatchNorm and bias parameters (1-D tensors), as in most CNN recipes.
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    """Nesterov SGD or AdamW at ``cfg.lr``; with a ``backbone_lr_mult`` other than 1, the classifier head's
+    parameters at ``cfg.lr`` and the backbone's at ``cfg.lr × backbone_lr_mult`` (two groups each; the schedule's
+    LambdaLR scales every group's lr by the same factor)."""
+    if cfg.backbone_lr_mult == 1.0:
+        parts = [(list(model.parameters()), cfg.lr)]
+    else:
+        head, backbone = split_params(model)
+        parts = [(head, cfg.lr), (backbone, cfg.lr * cfg.backbone_lr_mult)]
+    groups = []
+    for params, lr in parts:
+        # No weight decay on BatchNorm and bias parameters (1-D tensors), as in most CNN recipes.
+        groups += [{"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay, "lr": lr},
+                   {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "lr": lr}]
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr)
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
+
+
+def freeze_backbone(model: nn.Module, backbone: Sequence[nn.Parameter], batchnorms: Sequence[str],
+                    frozen: bool) -> None:
+    """Head-only training (``frozen``) or all of it, for a model in training mode. Frozen, the ``backbone``'s
+    parameters require no gradient, so the optimizer skips them (no update, no weight decay, no state: torch's
+    optimizers pass over a parameter whose grad is None) and backward stops at the head; the ``batchnorms`` (the
+    backbone's BatchNorm layers, by name) run in eval mode, so their running statistics stay as they were."""
+    for p in backbone:
+        p.requires_grad_(not frozen)
+    for name in batchnorms:
+        model.get_submodule(name).train(not frozen)
 
 
 def lr_factor(step: int, total: int, schedule: str, warmup: float) -> float:
@@ -170,11 +192,12 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, augmenter: Augm
              precision: str = "fp32", confusion: torch.Tensor | None = None) -> tuple[float, float]:
     """Top-1 and Top-5 accuracy (percent) of ``model`` on uint8 images ``x`` and labels ``y``. A ``confusion``
     tensor of (C, C) int64 counts (rows: true class, columns: prediction) is added to in place when given."""
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]  # restored layer by layer: a frozen backbone's BN stays eval
     model.eval()
     hits1, hits5 = evaluate_logits(lambda xb: model(augmenter(xb, train=False)), x, y, batch_size, precision,
                                    confusion)
-    model.train(was_training)
+    for m, mode in modes:
+        m.training = mode
     return percent(hits1, x.shape[0])[0], percent(hits5, x.shape[0])[0]
 
 
@@ -228,6 +251,10 @@ def fit(model: nn.Module, data: DeviceData, cfg: TrainConfig, hooks: Sequence[An
             raise TimeLimit(step / n_batches, spent, cfg.max_trial_seconds)
 
     model.train()
+    # fine-tuning: the first freeze_epochs epochs train the head only (set at the start of each epoch, so a run
+    # resumed inside or after them freezes exactly as the uninterrupted one)
+    backbone = split_params(model)[1] if cfg.freeze_epochs > 0 else []
+    batchnorms = backbone_batchnorms(model) if cfg.freeze_epochs > 0 else []
     points: list[EvalPoint] = []
     confusion: torch.Tensor | None = None  # filled by the final evaluation
     start = Cursor()
@@ -249,6 +276,8 @@ def fit(model: nn.Module, data: DeviceData, cfg: TrainConfig, hooks: Sequence[An
     t_train = time.perf_counter()
     for epoch in range(start.epoch, cfg.max_epochs):
         epoch_perm_state = g_perm.get_state()
+        if cfg.freeze_epochs > 0:
+            freeze_backbone(model, backbone, batchnorms, epoch < cfg.freeze_epochs)
         skip = start.batch if epoch == start.epoch else 0
         for b, idx in enumerate(epoch_batches(data.n_train, cfg.batch_size, g_perm, device)):
             if b < skip:  # resumed in the middle of this epoch: these batches were trained before
@@ -291,6 +320,8 @@ def fit(model: nn.Module, data: DeviceData, cfg: TrainConfig, hooks: Sequence[An
         pause = time.perf_counter()
         call_hooks(hooks, "on_epoch_end", epoch + 1, checkpoint)
         t_train += time.perf_counter() - pause
+    if cfg.freeze_epochs > 0:  # a model frozen to the end (a linear probe) leaves trainable, as it came
+        freeze_backbone(model, backbone, batchnorms, False)
     last = points[-1]
     return FitResult(last.top1, last.top5, cfg.max_epochs, last.images_per_s, time.perf_counter() - t_start, points,
                      None if confusion is None else confusion.cpu())

@@ -14,9 +14,10 @@ then one flat (K, P) tensor) and the architecture runs once per step as one netw
 A small trial that is launch-bound on a GPU then launches about as many kernels for K members as for one.
 
 Per member: its initialisation (the caller builds each model from its own seed), learning rate, weight decay,
-label smoothing, augmentation strength, BatchNorm statistics and dropout masks (``randomness="different"``).
-Shared: the batch indices of every step (one gather; common random numbers make the members' comparison
-fairer), the schedule's shape and everything else that fixes tensor shapes or the step sequence.
+backbone lr multiplier, label smoothing, augmentation strength, BatchNorm statistics and dropout masks
+(``randomness="different"``). Shared: the batch indices of every step (one gather; common random numbers make the
+members' comparison fairer), the schedule's shape, ``freeze_epochs`` (a fused BatchNorm runs in one mode for all
+members) and everything else that fixes tensor shapes or the step sequence.
 
 :func:`fit_pack` mirrors :func:`hpsearch.training.loop.fit`: each member has its own hooks, eval points, checkpoints
 (:mod:`hpsearch.training.checkpoint`, ``fit``'s format, so a member resumes solo or in another pack) and result. A
@@ -27,6 +28,7 @@ shrink so it costs no more compute. Like ``loop``, this module never imports opt
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -39,6 +41,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from hpsearch.data.loader import DeviceData, batches_per_epoch, epoch_batches
 from hpsearch.errors import first_line
+from hpsearch.models.heads import backbone_batchnorms, head_names
 from hpsearch.training import checkpoint as ckpt
 from hpsearch.training.augment import PackAugmenter
 from hpsearch.training.checkpoint import Cursor
@@ -61,8 +64,9 @@ from hpsearch.training.loop import (
 )
 
 # TrainConfig fields that every member of a pack shares: they fix tensor shapes or the step sequence.
+# freeze_epochs: a frozen backbone's BatchNorm runs in eval mode, one mode per fused layer for all members.
 SHARED_FIELDS = ("batch_size", "optimizer", "max_epochs", "eval_every", "schedule", "warmup", "eval_batch_size",
-                 "precision", "max_trial_seconds", "data_seed")
+                 "precision", "max_trial_seconds", "data_seed", "freeze_epochs")
 FORWARDS = ("auto", "fused", "vmap")  # auto: fused where every layer has a fused form, else vmap
 MOMENTUM = 0.9  # SGD's, as in hpsearch.training.loop.make_optimizer
 BETAS, EPS = (0.9, 0.999), 1e-8  # AdamW's defaults, as torch.optim.AdamW
@@ -119,6 +123,9 @@ class StackedModel:
         self.output_hooks: list[Callable[[StackedModel, torch.Tensor, torch.Tensor], torch.Tensor | None]] = []
         self.fused: FusedForward | None = None
         self.fallback: str | None = None  # why an "auto" forward kept vmap
+        self.frozen = False  # head-only training (set_frozen)
+        self._head: set[str] | None = None  # the classifier head's parameter names (hpsearch.models.heads)
+        self._norms: list[str] = []  # the backbone's BatchNorm layers, by name (the fused net keeps the names)
         if forward not in FORWARDS:
             raise PackError(f"forward must be one of {', '.join(FORWARDS)}, not {forward!r}")
         if forward != "vmap":
@@ -167,18 +174,46 @@ class StackedModel:
 
     @property
     def params(self) -> dict[str, torch.Tensor]:
-        return self.view(self.flat)
+        views = self.view(self.flat)
+        if self.frozen:  # the backbone out of the graph: backward stops at the head, as a solo frozen model's does
+            views = {n: t if n in self.head_names else t.detach() for n, t in views.items()}
+        return views
+
+    @property
+    def head_names(self) -> set[str]:
+        if self._head is None:
+            self._head = head_names(self.base)
+        return self._head
+
+    def backbone_columns(self) -> torch.Tensor:
+        """(P,) bool: True at the columns of ``flat`` that hold the backbone's parameters (all but the head's)."""
+        mask = torch.ones(self.flat.shape[1], dtype=torch.bool, device=self.flat.device)
+        for n in self.head_names:
+            a, b = self.columns[n]
+            mask[a:b] = False
+        return mask
+
+    def set_frozen(self, frozen: bool) -> None:
+        """Head-only training (``frozen``) or all of it, as ``fit``'s ``freeze_backbone`` does for a solo model: the
+        backbone's parameters leave the graph (the optimizer skips their columns, see ``StackedOptimizer``) and its
+        BatchNorm layers run in eval mode, their running statistics kept."""
+        if frozen and not self.frozen:
+            self._norms = backbone_batchnorms(self.base)
+        self.frozen = frozen
 
     def _forward(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
         return functional_call(self.base, (params, buffers), (x,))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """(K, B, C, H, W) → (K, B, classes), training mode (batch statistics, dropout)."""
+        net = self.base if self.fused is None else self.fused.net
+        net.train()
+        if self.frozen:
+            for name in self._norms:
+                net.get_submodule(name).eval()
         if self.fused is not None:
-            self.fused.train(True)
             out = self.fused(self.params, self.buffers, x)
         else:
-            self.base.train()
             out = vmap(self._forward, randomness="different")(self.params, self.buffers, x)
         for hook in self.output_hooks:
             changed = hook(self, x, out)
@@ -205,14 +240,30 @@ class StackedModel:
 
 
 class StackedOptimizer:
-    """SGD (Nesterov, momentum 0.9) or AdamW over a pack's flat parameters, with a learning rate and weight decay
-    per member (torch.optim takes one learning rate per tensor; the flat tensor holds K members). The update is
-    torch's single-tensor formula term for term; no weight decay on 1-D member tensors (BatchNorm, biases)."""
+    """SGD (Nesterov, momentum 0.9) or AdamW over a pack's flat parameters, with a learning rate, weight decay and
+    backbone lr multiplier per member (torch.optim takes one learning rate per tensor; the flat tensor holds K
+    members). The update is torch's single-tensor formula term for term; no weight decay on 1-D member tensors
+    (BatchNorm, biases).
 
-    def __init__(self, model: StackedModel, kind: str, lrs: Sequence[float], weight_decays: Sequence[float]):
+    Fine-tuning, as ``fit``'s two-group optimizer and frozen backbone: a member's backbone columns step at its lr ×
+    ``backbone_lr_mult``; during the first ``frozen_steps`` steps only the head's columns change, weights and state
+    (torch's optimizers skip a parameter without a gradient), so the backbone's buffers are still zero when it
+    starts to train (which makes the first momentum update torch's ``clone`` of the gradient, bit for bit) and,
+    with AdamW, its bias correction counts its own steps, ``steps - frozen_steps``."""
+
+    STATE = {"sgd": ("momentum_buffer",), "adamw": ("exp_avg", "exp_avg_sq")}
+
+    def __init__(self, model: StackedModel, kind: str, lrs: Sequence[float], weight_decays: Sequence[float],
+                 backbone_lr_mults: Sequence[float] | None = None, frozen_steps: int = 0):
         device = model.flat.device
-        self.model, self.kind = model, kind
+        self.model, self.kind, self.frozen_steps = model, kind, frozen_steps
         self.lr = torch.tensor(lrs, device=device, dtype=torch.float32)[:, None]  # (K, 1) peak learning rates
+        mults = list(backbone_lr_mults or [1.0] * len(lrs))
+        self.backbone = model.backbone_columns() if frozen_steps > 0 or any(m != 1.0 for m in mults) else None
+        if any(m != 1.0 for m in mults):  # (K, P): the head's columns at lr, the backbone's at lr × mult
+            backbone_lrs = torch.tensor([lr * m for lr, m in zip(lrs, mults, strict=True)], device=device,
+                                        dtype=torch.float32)[:, None]
+            self.lr = torch.where(self.backbone, backbone_lrs, self.lr)
         decays = torch.zeros(model.flat.shape[1], device=device)  # (P,) 1 where make_optimizer decays
         for n, (a, b) in model.columns.items():
             if len(model.shapes[n]) > 1:
@@ -225,29 +276,64 @@ class StackedOptimizer:
     def zero_grad(self) -> None:
         self.model.flat.grad = None
 
+    @property
+    def backbone_steps(self) -> int:
+        """The steps the backbone has trained (all of them without a freeze)."""
+        return max(0, self.steps - self.frozen_steps)
+
     @torch.no_grad()
     def step(self, factor: float) -> None:
         """One update at learning rate ``factor`` × each member's peak (the schedule's multiplier)."""
         self.steps += 1
         p, grad = self.model.flat, self.model.flat.grad
         lr = self.lr * factor
+        if self.steps > self.frozen_steps:
+            self._update(p, grad, self.state, lr, self.wd, self._bias_corrections())
+            return
+        # the head alone: its columns are updated on copies, then written back
+        cols = (~self.backbone).nonzero().squeeze(1)
+        if not self.state:
+            self.state = {key: torch.zeros_like(p) for key in self.STATE[self.kind]}
+        part = {key: t[:, cols] for key, t in self.state.items()}
+        p_head = p[:, cols]
+        self._update(p_head, grad[:, cols], part, lr if lr.shape[1] == 1 else lr[:, cols], self.wd[:, cols],
+                     (1 - BETAS[0] ** self.steps, math.sqrt(1 - BETAS[1] ** self.steps)))
+        p[:, cols] = p_head
+        for key, t in part.items():
+            self.state[key][:, cols] = t
+
+    def _bias_corrections(self) -> tuple[float | torch.Tensor, float | torch.Tensor]:
+        """AdamW's (1 - β1^t, √(1 - β2^t)): numbers, or (P,) where the backbone has trained fewer steps."""
+        def of(t: int) -> tuple[float, float]:
+            return 1 - BETAS[0] ** t, math.sqrt(1 - BETAS[1] ** t)
+
+        if self.backbone_steps == self.steps:
+            return of(self.steps)
+        (head1, head2), (back1, back2) = of(self.steps), of(self.backbone_steps)
+        as_tensor = functools.partial(torch.tensor, device=self.model.flat.device)
+        return (torch.where(self.backbone, as_tensor(back1), as_tensor(head1)),
+                torch.where(self.backbone, as_tensor(back2), as_tensor(head2)))
+
+    def _update(self, p: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor], lr: torch.Tensor,
+                wd: torch.Tensor, bias: tuple[float | torch.Tensor, float | torch.Tensor]) -> None:
+        """torch's update of ``p`` (in place) and ``state`` (filled on the first step)."""
         if self.kind == "adamw":
-            if not self.state:
-                self.state = {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
+            if not state:
+                state.update(exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
             if self.decayed:
-                p.mul_(1 - lr * self.wd)
-            m, v = self.state["exp_avg"], self.state["exp_avg_sq"]
+                p.mul_(1 - lr * wd)
+            m, v = state["exp_avg"], state["exp_avg_sq"]
             m.lerp_(grad, 1 - BETAS[0])
             v.mul_(BETAS[1]).addcmul_(grad, grad, value=1 - BETAS[1])
-            step_size = lr / (1 - BETAS[0] ** self.steps)
-            denom = (v.sqrt() / math.sqrt(1 - BETAS[1] ** self.steps)).add_(EPS)
+            step_size = lr / bias[0]
+            denom = (v.sqrt() / bias[1]).add_(EPS)
             p.sub_(step_size * (m / denom))
             return
         if self.decayed:
-            grad = grad + self.wd * p
-        buf = self.state.get("momentum_buffer")
+            grad = grad + wd * p
+        buf = state.get("momentum_buffer")
         if buf is None:
-            buf = self.state["momentum_buffer"] = grad.clone()
+            buf = state["momentum_buffer"] = grad.clone()
         else:
             buf.mul_(MOMENTUM).add_(grad)
         p.sub_(lr * grad.add(buf, alpha=MOMENTUM))
@@ -265,12 +351,16 @@ class StackedOptimizer:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total_steps, cfg.schedule, cfg.warmup))
         names = {id(p): n for n, p in model.named_parameters()}
         state = {key: self.model.view(t) for key, t in self.state.items()}  # key → name → (K, ...)
+        head = self.model.head_names if self.frozen_steps > 0 else set(names.values())
         for group in opt.param_groups:
             for p in group["params"]:
                 name = names[id(p)]
+                steps = self.steps if name in head else self.backbone_steps
+                if steps == 0:  # a frozen backbone's parameters: torch keeps no state for them yet
+                    continue
                 rows = {key: per_name[name][i].detach().cpu().clone() for key, per_name in state.items()}
                 if self.kind == "adamw" and rows:
-                    opt.state[p] = {"step": torch.tensor(float(self.steps)), **rows}
+                    opt.state[p] = {"step": torch.tensor(float(steps)), **rows}
                 elif rows:
                     opt.state[p] = rows
         # the scheduler as `steps` calls of scheduler.step() leave it (they also set each group's lr)
@@ -282,14 +372,15 @@ class StackedOptimizer:
         return opt.state_dict(), sched.state_dict()
 
     def load_member(self, i: int, model: nn.Module, cfg: TrainConfig, optimizer_state: dict) -> None:
-        """Puts a solo optimizer state dict (``fit``'s checkpoint) into member ``i``'s row."""
+        """Puts a solo optimizer state dict (``fit``'s checkpoint) into member ``i``'s row. (AdamW's step counts are
+        the checkpoint's step, or for a backbone that was frozen, fewer by ``frozen_steps``: ``steps`` is set from the
+        checkpoint's cursor.)"""
         opt = make_optimizer(model, cfg)
         opt.load_state_dict(optimizer_state)
         names = {id(p): n for n, p in model.named_parameters()}
         for p, st in opt.state.items():
             for key, value in st.items():
                 if key == "step":
-                    self.steps = int(value)
                     continue
                 flat = self.state.setdefault(key, torch.zeros_like(self.model.flat.detach()))
                 with torch.no_grad():
@@ -349,7 +440,8 @@ def fit_pack(models: Sequence[nn.Module], data: DeviceData, cfgs: Sequence[Train
     step, images, train_s = start.step, start.images, start.train_s
     templates = [copy.deepcopy(m).cpu() for m in models]  # solo models, for checkpoints in fit's format
     model = StackedModel(models, forward, example=data.train_x[:2])
-    optimizer = StackedOptimizer(model, first.optimizer, [c.lr for c in cfgs], [c.weight_decay for c in cfgs])
+    optimizer = StackedOptimizer(model, first.optimizer, [c.lr for c in cfgs], [c.weight_decay for c in cfgs],
+                                 [c.backbone_lr_mult for c in cfgs], first.freeze_epochs * n_batches)
     optimizer.steps = step
     if resume is not None:
         for i, state in enumerate(resume):
@@ -407,6 +499,8 @@ def fit_pack(models: Sequence[nn.Module], data: DeviceData, cfgs: Sequence[Train
     try:
         for epoch in range(start.epoch, first.max_epochs):
             epoch_perm_state = g_perm.get_state()
+            if first.freeze_epochs > 0:  # the optimizer skips the backbone for as many steps (frozen_steps)
+                model.set_frozen(epoch < first.freeze_epochs)
             skip = start.batch if epoch == start.epoch else 0
             for b, idx in enumerate(epoch_batches(data.n_train, first.batch_size, g_perm, device)):
                 if not alive:

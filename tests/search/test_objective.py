@@ -38,8 +38,9 @@ def test_a_fixed_trial_trains_and_records_its_attributes(setup):
     a = trial.user_attrs
     assert 0.0 <= value <= 100.0 and value == a["val_top1"], "the objective value is the final val Top-1"
     assert a["config"] == {"arch": "lenet", "lr": 0.005, "batch_size": 32, "weight_decay": 5e-4, "optimizer": "adamw",
-                           "label_smoothing": 0.0, "aug_strength": 0.0, "fraction": 1.0, "image_size": 0,
-                           "lenet.width": 1}
+                           "label_smoothing": 0.0, "aug_strength": 0.0, "backbone_lr_mult": 1.0, "freeze_epochs": 0,
+                           "fraction": 1.0, "image_size": 0, "lenet.width": 1}
+    assert a["weights"] == "random", "where the initial weights came from"
     assert a["device"] == "cpu" and a["epochs_completed"] == 1 and a["n_params"] > 1000
     assert a["train_images_per_s"] > 0 and a["wall_s"] > 0 and "reason" not in a
     assert a["val_top5"] == 100.0, "two classes: the true class is always among the top 5"
