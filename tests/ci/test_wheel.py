@@ -144,3 +144,25 @@ def test_installed_wheel_runs_reports_exports_and_serves(venv, tmp_path):
 
     with running_dashboard(storage, None, work, hpsearch=(str(bin_ / "hpsearch"),)) as dash:
         assert [st["study_name"] for st in dash.studies] == [STUDY]
+
+
+def test_installed_wheel_fine_tunes_and_deploys_with_the_extras(venv, tmp_path, lite0_weights_dir):
+    """The optional extras' code paths through the installed wheel: a timm model with pretrained weights from a
+    weights_dir (the timm extra), retrained to a model file, exported to ONNX and run by onnxruntime (the onnx
+    extra). Skipped, saying which, only where an extra is not installed."""
+    import importlib.util
+
+    missing = [m for m in ("timm", "onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)} (pip install 'hpsearch[timm,onnx]')")
+    bin_ = venv / "bin"
+    work = tmp_path / "work"
+    work.mkdir()
+    text = study_text("ft").replace('arch = "lenet"', 'arch = "timm:efficientnet_lite0"')
+    text = text.replace('device = "cpu"', f'device = "cpu"\npretrained = true\nweights_dir = "{lite0_weights_dir}"')
+    (work / "study.toml").write_text(text.replace("n_trials = 2", "n_trials = 1"))
+    storage = f"sqlite:///{tmp_path / 'ft.db'}"
+    sh(bin_ / "hpsearch", "run", "study.toml", "--storage", storage, "--offline", cwd=work)
+    sh(bin_ / "hpsearch", "retrain", "--storage", storage, "--study", "ft", "--epochs", "1", "-o", "m.pt", cwd=work)
+    out = sh(bin_ / "hpsearch", "export-model", "--model", "m.pt", "-o", "m.onnx", cwd=work).stderr
+    assert "wrote m.onnx" in out, out
