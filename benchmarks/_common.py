@@ -81,8 +81,24 @@ def results_dir() -> Path:
     return folder
 
 
+def commit() -> str | None:
+    """The checkout's commit (with "+changes" when tracked files differ from it), or None outside a git checkout."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=30)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+
+
 def write_result(name: str, payload: dict) -> Path:
-    """Writes ``NAME.json`` in :func:`results_dir`, with the machine's description."""
+    """Writes ``NAME.json`` in :func:`results_dir`, with the machine's description and the commit it ran at."""
     path = results_dir() / f"{name}.json"
-    path.write_text(json.dumps({"benchmark": name, "machine": machine(), **payload}, indent=2))
+    path.write_text(json.dumps({"benchmark": name, "machine": machine(), "commit": commit(), **payload}, indent=2))
     return path

@@ -193,11 +193,17 @@ def run_hpsearch(study: Path, arm: str, seed: int, budget: float, quick: bool, d
                  threads: int | None) -> dict:
     work = tmp / f"{arm}-{seed}"
     work.mkdir()
+    return run_study(study_file(study, arm, quick, work), work, seed, budget, device, threads)
+
+
+def run_study(path: Path, work: Path, seed: int, budget: float, device: str, threads: int | None,
+              extra: tuple[str, ...] = ()) -> dict:
+    """``hpsearch run PATH`` (and ``extra`` arguments) in ``work`` for ``budget`` seconds, on a fresh SQLite
+    database: how it ended, and every trial's state, value, params and times."""
     db = work / "study.db"
-    path = study_file(study, arm, quick, work)
     cmd = [sys.executable, "-m", "hpsearch.cli", "run", str(path), "--storage", f"sqlite:///{db}",
            "--seed", str(seed), "--timeout", str(budget), "--n-trials", "100000",
-           "--artifacts", str(work / "artifacts"), "--device", device]
+           "--artifacts", str(work / "artifacts"), "--device", device, *extra]
     t0 = time.time()
     run = run_for(cmd, budget, work / "log.txt", t0, threads)
     try:
@@ -208,7 +214,7 @@ def run_hpsearch(study: Path, arm: str, seed: int, budget: float, quick: bool, d
                "started": t.datetime_start.timestamp() if t.datetime_start else None,
                "completed": t.datetime_complete.timestamp() if t.datetime_complete else None,
                "wall_s": t.user_attrs.get("wall_s"), "epochs": t.user_attrs.get("epochs_completed"),
-               "promoted_from": t.user_attrs.get("promoted_from")}
+               "promoted_from": t.user_attrs.get("promoted_from"), "weights": t.user_attrs.get("weights")}
               for t in stored.get_trials(deepcopy=False)]
     return {**run, "trials": trials, "t0": t0, "stop_reason": stored.user_attrs.get("stop_reason")}
 

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 BENCHMARKS = ["loop_throughput", "imagefolder_cache", "overhead", "report_scale", "storage_scale",
-              "search_value", "gpu_airbench"]
+              "search_value", "gpu_airbench", "transfer"]
+ALONE = ("search_value", "transfer")  # their arms train for a fixed wall budget: they run alone, one after another
 # data that every machine has: the embedded sample and generated images (a named dataset is never swapped)
 QUICK_ARGS = {"loop_throughput": ["--dataset", "fashion-mnist-sample,synthetic-cifar"], "search_value": ["--keep", "keep"]}
 
@@ -42,8 +43,8 @@ def test_every_benchmark_script_is_smoke_tested():
 @pytest.fixture(scope="module")
 def quick_runs(tmp_path_factory) -> dict[str, tuple[subprocess.Popen, Path]]:
     """Every --quick run, each in its own folder: name → (finished process, its folder). The runs share nothing
-    but the CPU and no timing is asserted, so all but search_value start at once; search_value runs alone
-    afterwards, since its arms train for a fixed 20 s wall budget each, which six other benchmarks beside it on
+    but the CPU and no timing is asserted, so all but ALONE start at once; those run alone afterwards, one after
+    another, since their arms train for a fixed 20 s wall budget each, which six other benchmarks beside them on
     two cores can starve to nothing (CI saw an arm stopped before its study existed)."""
     runs = {}
 
@@ -60,11 +61,12 @@ def quick_runs(tmp_path_factory) -> dict[str, tuple[subprocess.Popen, Path]]:
                 p.stderr_text = p.communicate(timeout=600)[1]
 
     for name in BENCHMARKS:
-        if name != "search_value":
+        if name not in ALONE:
             start(name)
     wait()
-    start("search_value")
-    wait()
+    for name in ALONE:
+        start(name)
+        wait()
     return runs
 
 
@@ -87,6 +89,14 @@ def test_quick_mode_writes_json(name, quick_runs):
             assert run["counts"]["tried"] >= 1
             arm_file = tomllib.loads((tmp_path / "keep" / f"{run['arm']}-0" / f"{run['arm']}.toml").read_text())
             assert "enqueue" not in arm_file and arm_file["space"], "cold: no warm start"
+    if name == "transfer":  # three arms on the named data, each for the same budget; the weights are recorded
+        assert [r["arm"] for r in data["rows"]] == ["pretrained", "random_init", "scratch"] and data["commit"]
+        for row in data["rows"]:
+            assert row["dataset"] == "fashion-mnist-sample" and row["budget_s"] == 20 and row["counts"]["tried"] >= 1
+        weights = {r["arm"]: r["weights"] for r in data["rows"]}
+        assert weights["random_init"] == weights["scratch"] == ["random"]
+        assert [w.split(":")[0] for w in weights["pretrained"]] == ["file"], "the converted Lite0 weights"
+        assert 'pretrained = true' in data["rows"][0]["study"] and "timm:efficientnet_lite0" in data["rows"][0]["study"]
     if name == "storage_scale":  # retries are counted beside errors, and each worker's log is kept
         cells = [c for c in data["cells"] if "reports" in c]
         assert cells and all(c["retries"] >= 0 and c["lock_events"] >= 0 for c in cells)
