@@ -1,7 +1,8 @@
 """Does the search earn its keep? Cold-start search value at equal wall-clock budget, arms side by side.
 
     python benchmarks/search_value.py [--quick] [--budget-min 15] [--seeds 0,1,2]
-                                      [--arms default,random,handwritten,median,sha,asha,asha2,hyperband,topk]
+                                      [--arms default,random,handwritten,median,sha,asha,asha2,hyperband,topk,
+                                              syne-asha,syne-bohb,ray-asha,ray-user]
                                       [--study studies/fashion_mnist.toml] [--device cpu] [--keep DIR]
 
 Every arm starts COLD: the study file's ``[[enqueue]]`` warm start is removed, so no arm is handed a known
@@ -17,7 +18,11 @@ the same wall-clock budget and the same ``--seed``:
                (one seed is enough: ``--handwritten-seeds``);
 (median, sha, asha, asha2, hyperband, topk)  the study file with only its sampler/pruner replaced (see
                ``VARIANTS``): the candidates the shipped default is chosen from. ``asha``/``asha2``: hpsearch's
-               promotion-based successive halving with one rung (half an epoch) or two (0.5 and 1.5 epochs).
+               promotion-based successive halving with one rung (half an epoch) or two (0.5 and 1.5 epochs);
+(syne-asha, syne-bohb, ray-asha, ray-user)  the tools a user would pick instead, Syne Tune and Ray Tune
+               (``peers.py``; ``pip install -e '.[bench]'``): the same space, data, training function, eval
+               points and rungs as (default), only the search policy differs; ray-user trains with the
+               hand-written script's DataLoader loop instead. Each counts its own start-up (``startup_s``).
 
 Arms run one after another by default, interleaved by seed: all arms of seed 0, then of seed 1, ... On a
 machine that other work shares, ``--side-by-side N`` runs N arms of a seed at once with the cores split evenly
@@ -40,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import importlib.util
 import json
 import math
 import os
@@ -88,7 +94,12 @@ VARIANTS: dict[str, dict[str, dict[str, str]]] = {
              "pruner": {"name": '"percentile"', "percentile": "25.0", "n_startup_trials": "3",
                         "n_warmup_steps": "1"}},
 }
-ARMS = ("default", "handwritten", *VARIANTS)
+# the tools a user would pick instead (benchmarks/peers.py; the `bench` extra): only the search policy differs
+PEERS = ("syne-asha", "syne-bohb", "ray-asha", "ray-user")
+# peers the issue asked for that the installed tools do not have: the arm's name -> why, and what to run instead
+UNAVAILABLE = {"syne-mobster": "Syne Tune 0.16 has no MOBSTER, Hyper-Tune or promotion ASHA (removed in 0.15); "
+                               "its model-based multi-fidelity arm here is syne-bohb"}
+ARMS = ("default", "handwritten", *VARIANTS, *PEERS)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -219,6 +230,25 @@ def run_study(path: Path, work: Path, seed: int, budget: float, device: str, thr
     return {**run, "trials": trials, "t0": t0, "stop_reason": stored.user_attrs.get("stop_reason")}
 
 
+def run_peer(study: Path, arm: str, seed: int, budget: float, quick: bool, device: str, root: Path | None,
+             tmp: Path, threads: int | None) -> dict:
+    """A peer tuner (``peers.py``) on the arm's study file: the (default) arm's space, data, epochs and eval
+    points, the seed written into it (it seeds the validation split, as ``hpsearch run --seed`` does)."""
+    work = tmp / f"{arm}-{seed}"
+    work.mkdir()
+    path = study_file(study, "default", quick, work)
+    path.write_text(set_keys(path.read_text(), "study", {"seed": str(seed)}))
+    out = work / "trials.json"
+    cmd = [sys.executable, str(HERE / "peers.py"), "--tuner", arm, "--study", str(path), "--seed", str(seed),
+           "--budget", str(budget), "--out", str(out), "--device", device]
+    if root is not None:
+        cmd += ["--data-root", str(root)]
+    t0 = time.time()
+    run = run_for(cmd, budget, work / "log.txt", t0, threads)
+    doc = json.loads(out.read_text()) if out.is_file() else {}
+    return {**run, "trials": doc.get("trials", []), "t0": t0, "startup_s": doc.get("startup_s")}
+
+
 def run_handwritten(seed: int, budget: float, quick: bool, device: str, root: Path, tmp: Path,
                     threads: int | None) -> dict:
     out = tmp / f"handwritten-{seed}.json"
@@ -334,6 +364,9 @@ def run_arm(job: tuple[int, str], args: argparse.Namespace, budget: float, root:
     seed, arm = job
     if arm == "handwritten":
         return run_handwritten(seed, budget, args.quick, args.device, root, tmp, threads)
+    if arm in PEERS:
+        return run_peer(args.study, arm, seed, budget, args.quick, args.device, root if arm == "ray-user" else None,
+                        tmp, threads)
     return run_hpsearch(args.study, arm, seed, budget, args.quick, args.device, tmp, threads)
 
 
@@ -341,8 +374,9 @@ def arm_row(seed: int, arm: str, r: dict, dataset: str, budget: float, threads: 
     points = curve(r["trials"], r["t0"], budget)
     return {"arm": arm, "seed": seed, "dataset": dataset, "budget_s": budget, "threads": threads, "curve": points,
             "best": points[-1][1] if points else None, "counts": counts(r["trials"], r["t0"], budget),
+            "time_to_92_s": time_to_reach(points, 92.0),
             "pruned_share": pruned_share(r["trials"], r["t0"], budget), "stopped": r["stopped"],
-            "stop_reason": r.get("stop_reason"), "wall_s": r["wall_s"], "loadavg_1min": os.getloadavg()[0],
+            "stop_reason": r.get("stop_reason"), "wall_s": r["wall_s"], "startup_s": r.get("startup_s"), "loadavg_1min": os.getloadavg()[0],
             "trials": r["trials"], "t0": r["t0"]}
 
 
@@ -383,8 +417,15 @@ def main() -> None:
     args = ap.parse_args()
     arms = [a.strip() for a in (args.arms or ("default,random" if args.quick else "default,random,handwritten"))
             .split(",") if a.strip()]
+    if gone := [a for a in arms if a in UNAVAILABLE]:
+        ap.error("; ".join(f"--arms {a}: {UNAVAILABLE[a]}" for a in gone))
     if bad := [a for a in arms if a not in ARMS]:
         ap.error(f"--arms has {','.join(bad)}, but the arms are {','.join(ARMS)}")
+    if peers := [a for a in arms if a in PEERS]:
+        missing = [m for m, names in (("syne_tune", "syne"), ("ray", "ray")) if any(a.startswith(names) for a in peers)
+                   and importlib.util.find_spec(m) is None]
+        if missing:
+            ap.error(f"--arms {','.join(peers)} need {' and '.join(missing)}: pip install -e '.[bench]'")
     if not args.study.is_file():
         ap.error(f"--study {args.study}: no such file")
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
@@ -394,7 +435,7 @@ def main() -> None:
     if dataset == "fashion-mnist" and not DEBIAN.is_dir():
         raise SystemExit(f"search_value: Fashion-MNIST not found in {DEBIAN}; install Debian's "
                          "dataset-fashion-mnist (or run --quick on the embedded sample)")
-    if "handwritten" in arms and dataset != "fashion-mnist" and not args.quick:
+    if {"handwritten", "ray-user"} & set(arms) and dataset != "fashion-mnist" and not args.quick:
         ap.error(f"the handwritten arm trains on Debian's Fashion-MNIST, but {args.study} uses {dataset}")
     plan = [(seed, arm) for seed in seeds for arm in arms if arm != "handwritten" or seed in hand_seeds]
     n = args.side_by_side
@@ -407,7 +448,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="search_value-") as tmp_name:
         tmp = Path(args.keep) if args.keep else Path(tmp_name)
         tmp.mkdir(parents=True, exist_ok=True)
-        root = torchvision_root(args.quick, tmp) if "handwritten" in arms else None
+        root = torchvision_root(args.quick, tmp) if {"handwritten", "ray-user"} & set(arms) else None
         for group in groups:
             with ThreadPoolExecutor(len(group)) as pool:  # the arms of a group run side by side
                 done = list(pool.map(lambda job: run_arm(job, args, budget, root, tmp, threads), group))
@@ -418,7 +459,8 @@ def main() -> None:
                 print(f"  seed {seed} {arm:11s} best {fmt(row['best'])}%  tried {row['counts']['tried']:3d}  "
                       f"completed {row['counts']['complete']:3d}  pruned {row['counts']['pruned']:3d}  failed "
                       f"{row['counts']['fail']:2d}  promotions {row['counts']['promotions']:2d}  first complete at "
-                      f"{fmt(row['curve'][0][0] if row['curve'] else None, '.0f')} s  in pruned "
+                      f"{fmt(row['curve'][0][0] if row['curve'] else None, '.0f')} s  to 92% "
+                      f"{fmt(row['time_to_92_s'], '.0f')} s  start-up {fmt(row['startup_s'], '.1f')} s  in pruned "
                       f"{fmt(None if share is None else 100 * share, '.0f')}%"
                       f"  (stopped: {r['stopped'] or r.get('stop_reason') or 'exited'})", flush=True)
     result = summarise(runs, arms, budget)

@@ -21,7 +21,14 @@ BENCHMARKS = ["loop_throughput", "imagefolder_cache", "overhead", "report_scale"
               "search_value", "gpu_airbench", "transfer"]
 ALONE = ("search_value", "transfer")  # their arms train for a fixed wall budget: they run alone, one after another
 # data that every machine has: the embedded sample and generated images (a named dataset is never swapped)
-QUICK_ARGS = {"loop_throughput": ["--dataset", "fashion-mnist-sample,synthetic-cifar"], "search_value": ["--keep", "keep"]}
+# the peer tuners (Syne Tune, Ray Tune) come from the `bench` extra: smoke-tested where it is installed (CI installs
+# it: .ci/run), said skipped elsewhere
+PEERS_INSTALLED = all(importlib.util.find_spec(m) is not None for m in ("syne_tune", "ray"))
+PEER_ARMS = ["syne-asha", "syne-bohb", "ray-asha", "ray-user"] if PEERS_INSTALLED else []
+SEARCH_ARMS = ["default", "random", *PEER_ARMS]
+QUICK_ARGS = {"loop_throughput": ["--dataset", "fashion-mnist-sample,synthetic-cifar"],
+              # two arms at a time, one core each, as the full benchmark runs them
+              "search_value": ["--keep", "keep", "--arms", ",".join(SEARCH_ARMS), "--side-by-side", "2"]}
 
 
 def run_benchmark(name: str, args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
@@ -37,7 +44,8 @@ TESTED_ELSEWHERE = {"pack_throughput": "tests/benchmarks/test_pack_benchmark.py"
 def test_every_benchmark_script_is_smoke_tested():
     scripts = {p.stem for p in (ROOT / "benchmarks").glob("*.py") if not p.stem.startswith("_")}
     elsewhere = {name for name in scripts & set(TESTED_ELSEWHERE) if (ROOT / TESTED_ELSEWHERE[name]).is_file()}
-    assert scripts - {"handwritten_baseline"} - elsewhere == set(BENCHMARKS)
+    # the arms search_value.py runs as subprocesses: smoke-tested through its run
+    assert scripts - {"handwritten_baseline", "peers"} - elsewhere == set(BENCHMARKS)
 
 
 @pytest.fixture(scope="module")
@@ -81,14 +89,19 @@ def test_quick_mode_writes_json(name, quick_runs):
         for row in data["rows"]:
             assert row["images"] == 1024 and row["image_shape"] in ([1, 28, 28], [3, 32, 32]) and row["source_path"]
             assert row["textbook_startup_s"] > 0 and row["hpsearch_startup_s"] >= 0
-    if name == "search_value":  # both arms ran cold on the named data, each for the same budget
-        assert data["arm_order"] == ["default", "random"] == [r["arm"] for r in data["runs"]]
-        assert set(data["arms"]) == {"default", "random"} and data["goal"]["statement"]  # the summary per arm
+    if name == "search_value":  # every arm ran cold on the named data, each for the same budget
+        assert data["arm_order"] == SEARCH_ARMS == [r["arm"] for r in data["runs"]]
+        assert set(data["arms"]) == set(SEARCH_ARMS) and data["goal"]["statement"]  # the summary per arm
         for run in data["runs"]:
             assert run["dataset"] == "fashion-mnist-sample" and run["budget_s"] == data["budget_s"] == 20
-            assert run["counts"]["tried"] >= 1
-            arm_file = tomllib.loads((tmp_path / "keep" / f"{run['arm']}-0" / f"{run['arm']}.toml").read_text())
+            assert run["counts"]["tried"] >= 1 and run["threads"] == 1
+            toml = "default.toml" if run["arm"] in PEER_ARMS else f"{run['arm']}.toml"  # a peer runs default's file
+            arm_file = tomllib.loads((tmp_path / "keep" / f"{run['arm']}-0" / toml).read_text())
             assert "enqueue" not in arm_file and arm_file["space"], "cold: no warm start"
+        for run in (r for r in data["runs"] if r["arm"] in PEER_ARMS):  # the peers sampled the study's own space
+            assert run["startup_s"] is not None and 0 < run["startup_s"] < 20
+            for trial in run["trials"]:
+                assert trial["params"]["arch"] in ("vgg", "resnet") and 0.02 <= trial["params"]["lr"] <= 0.3
     if name == "transfer":  # three arms on the named data, each for the same budget; the weights are recorded
         assert [r["arm"] for r in data["rows"]] == ["pretrained", "random_init", "scratch"] and data["commit"]
         for row in data["rows"]:
@@ -105,6 +118,21 @@ def test_quick_mode_writes_json(name, quick_runs):
             kept = sorted(p.name for p in (logs / f"{c['backend']}-w{c['workers']}").glob("worker-*.txt"))
             assert kept == sorted(f"worker-{i}.txt" for i in range(c["workers"]))
             assert "done:" in (logs / f"{c['backend']}-w{c['workers']}" / "worker-0.txt").read_text()
+
+
+def test_peer_tuners_are_installed_or_said_skipped():
+    """The peer arms need the `bench` extra; CI installs it (.ci/run), so there their absence fails."""
+    if not PEERS_INSTALLED:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI runs the peer tuners: pip install -e '.[bench]' (.ci/run adds the extra)")
+        pytest.skip("syne-tune / ray[tune] not installed (pip install -e '.[bench]'): the search_value smoke run "
+                    "left out the peer arms syne-asha, syne-bohb, ray-asha, ray-user")
+
+
+def test_search_value_refuses_an_arm_the_peer_tools_no_longer_have(tmp_path):
+    r = run_benchmark("search_value", ["--quick", "--arms", "default,syne-mobster"], tmp_path)
+    assert r.returncode == 2 and "syne-mobster: Syne Tune 0.16 has no MOBSTER" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_search_value_arms_start_cold_and_differ_only_in_sampler_and_pruner(tmp_path):

@@ -193,7 +193,9 @@ def scratch_database():
 def test_database_lost_mid_study_fails_clearly_and_keeps_the_finished_trials(tmp_path):
     with scratch_database() as (url, db, sql):
         pw_url = url.replace("postgres@", "postgres:Mid5tudyPW@")  # trust auth: any password is accepted
-        spec = spec_file(tmp_path, name="lost", n_trials=3, data={"n_images": 2400}, train={"max_epochs": 2})
+        # 6 trials: a trial takes about a second, and a loaded machine polls slowly enough to miss the window
+        # (one trial done, the next one training) of a shorter study
+        spec = spec_file(tmp_path, name="lost", n_trials=6, data={"n_images": 2400}, train={"max_epochs": 2})
         env = os.environ | {"PYTHONWARNINGS": "ignore", "HPSEARCH_NO_LIVE": "1", "HPSEARCH_STORAGE_RETRY_S": "3"}
         hb = ["--heartbeat-interval", "1", "--grace-period", "2"]
         # create Optuna's tables before the run starts: two processes creating them at once on a fresh
@@ -238,4 +240,4 @@ def test_database_lost_mid_study_fails_clearly_and_keeps_the_finished_trials(tmp
         assert all(t.intermediate_values == kept[t.number] for t in trials if t.number in kept)
         retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
         counted = [t for t in trials if t.state.is_finished() and t.number not in retried]
-        assert len(counted) == 3 and not [t for t in trials if t.state == TrialState.RUNNING]
+        assert len(counted) == 6 and not [t for t in trials if t.state == TrialState.RUNNING]
