@@ -55,8 +55,9 @@ AUTO_BYTES_PER_MEMBER = 2 * 2**30  # free device memory "auto" sets aside per me
 
 
 def pack_size(spec: Spec, device: torch.device) -> tuple[int, str]:
-    """(K, how it was chosen). ``auto``: 1 on the CPU (a fused pack of 8 LeNets ran at 0.9x the speed of 8 solo
-    runs on the project's 2-core CPU); on CUDA, one member per 2 GiB of free device memory, at most 16."""
+    """(K, how it was chosen). ``auto``: 1 on the CPU (fused packs ran at 0.82-1.82x the speed of K solo runs on
+    the project's 2-core CPU, median 1.02x: benchmarks/RESULTS.md §8, not worth the risk by default); on CUDA,
+    one member per 2 GiB of free device memory, at most 16."""
     if spec.train.pack != "auto":
         return int(spec.train.pack), "train.pack"
     if device.type != "cuda":

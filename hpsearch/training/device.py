@@ -25,7 +25,7 @@ def resolve_device(name: str) -> torch.device:
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``auto`` → bf16 autocast on GPUs that support it (fp16 on older ones), fp32 on the CPU.
 
-    On this project's reference CPU, bf16 autocast made small conv nets 7x slower (see README), so the
+    On this project's reference CPU, bf16 autocast made small conv nets 5-10x slower (see README), so the
     CPU default stays fp32; bf16 can still be forced.
     """
     if precision != "auto":
