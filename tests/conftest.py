@@ -16,6 +16,13 @@ from studies import PRUNED, write_study
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Two test processes share the machine's two cores (pytest-xdist, `-n 2` in pyproject.toml): there, each test and
+# every process it starts trains with one torch thread, since two 2-thread loops side by side oversubscribe the
+# cores and slow down 10x or more (a test or launcher that sets its own threads still does)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("HPSEARCH_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 @pytest.fixture
 def write_spec(tmp_path: Path):
@@ -121,3 +128,13 @@ def lite0_weights_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("weights")
     write_lite0_weights(folder)
     return folder
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread_per_test_process():
+    """In-process tests follow $OMP_NUM_THREADS as the processes they start do (see the top of this file)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    yield
