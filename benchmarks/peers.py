@@ -15,9 +15,9 @@ rung at eval point 1 and reduction factor 3, up to ``max_epochs``:
              benchmark installs) has only the stopping variant of ASHA: the promotion variant (pause, then resume
              from a checkpoint), MOBSTER and Hyper-Tune were removed in 0.15 (0.14.2, the last release with them,
              needs numpy < 1.27, which torch 2.14's environment does not have);
-(syne-bohb)  Syne Tune's ``BOHB``: the same ASHA with a kernel-density model choosing the configurations (the
-             model-based multi-fidelity method 0.16 ships; its other two, ``ASHABORE`` / ``ASHACQR``, need
-             xgboost / its conformal regressors and are not run here);
+(syne-bohb)  Syne Tune's ``BOHB``: the same ASHA with a kernel-density model choosing the configurations (one of
+             the model-based multi-fidelity methods 0.16 ships; its ``ASHABORE`` and ``ASHACQR`` are not run
+             yet);
 (ray-asha)   Ray Tune as its docs show it: ``Tuner`` + ``ASHAScheduler`` + ``OptunaSearch`` (TPE, hpsearch's
              own search-space function as its define-by-run space), one trial at a time (``ray.init(num_cpus=1)``,
              one CPU a trial), ``tune.report`` at every eval point;
