@@ -78,46 +78,62 @@ def accuracy(model: nn.Module, loader: DataLoader, device: torch.device) -> floa
     return 100.0 * hits / total
 
 
+def train_trial(cfg: dict, root: str, train_idx: np.ndarray, val_loader: DataLoader, epochs: int, seed: int,
+                workers: int, device: torch.device, on_eval, evals_per_epoch: int = 1) -> float:
+    """Trains one configuration (``suggest``'s dict) with the textbook loop and returns its last validation
+    Top-1; ``on_eval(k, top1)`` is called at eval point k = 0, 1, ... (``evals_per_epoch`` a epoch, evenly spaced
+    in its batches, the last at the epoch's end) and may raise to stop the trial. The hand-written arm and Ray
+    Tune's ``ray-user`` arm (``peers.py``) both train through here."""
+    pin = device.type == "cuda"
+    train_set = datasets.FashionMNIST(root, train=True, download=False, transform=train_transform(cfg["aug_strength"]))
+    loader = DataLoader(Subset(train_set, train_idx), batch_size=cfg["batch_size"], shuffle=True,
+                        num_workers=workers, drop_last=True, persistent_workers=workers > 0, pin_memory=pin)
+    torch.manual_seed(seed)
+    model = create_model(cfg["arch"], 10, 1, 28, **cfg["model"]).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=0.9, nesterov=True,
+                          weight_decay=cfg["weight_decay"])
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], epochs=epochs, steps_per_epoch=len(loader))
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"])
+    marks = {round(len(loader) * (k + 1) / evals_per_epoch) for k in range(evals_per_epoch)}
+    acc, point = 0.0, 0
+    for _ in range(epochs):
+        for b, (x, y) in enumerate(loader, 1):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss = loss_fn(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            if b in marks:
+                acc = accuracy(model, val_loader, device)
+                on_eval(point, acc)
+                point += 1
+    return acc
+
+
+def val_loader(root: str, val_idx: np.ndarray, workers: int, device: torch.device) -> DataLoader:
+    """The held-out validation images, normalised, in batches of 1,024."""
+    val_set = datasets.FashionMNIST(root, train=True, download=False,
+                                    transform=transforms.Compose([transforms.ToTensor(), transforms.Normalize(MEAN, STD)]))
+    return DataLoader(Subset(val_set, val_idx), batch_size=1024, num_workers=workers,
+                      persistent_workers=workers > 0, pin_memory=device.type == "cuda")
+
+
 class Objective:
     def __init__(self, root: str, val_size: int, epochs: int, seed: int, workers: int, device: torch.device):
         self.root, self.epochs, self.seed, self.workers, self.device = root, epochs, seed, workers, device
-        self.pin = device.type == "cuda"
         n = len(datasets.FashionMNIST(root, train=True, download=False))
-        self.train_idx, self.val_idx = split_indices(n, val_size, seed)
-        val_set = datasets.FashionMNIST(root, train=True, download=False,
-                                        transform=transforms.Compose([transforms.ToTensor(),
-                                                                      transforms.Normalize(MEAN, STD)]))
-        self.val_loader = DataLoader(Subset(val_set, self.val_idx), batch_size=1024, num_workers=workers,
-                                     persistent_workers=workers > 0, pin_memory=self.pin)
+        self.train_idx, val_idx = split_indices(n, val_size, seed)
+        self.val_loader = val_loader(root, val_idx, workers, device)
 
     def __call__(self, trial: optuna.Trial) -> float:
-        cfg = suggest(trial)
-        train_set = datasets.FashionMNIST(self.root, train=True, download=False,
-                                          transform=train_transform(cfg["aug_strength"]))
-        loader = DataLoader(Subset(train_set, self.train_idx), batch_size=cfg["batch_size"], shuffle=True,
-                            num_workers=self.workers, drop_last=True, persistent_workers=self.workers > 0,
-                            pin_memory=self.pin)
-        torch.manual_seed(self.seed + trial.number)
-        model = create_model(cfg["arch"], 10, 1, 28, **cfg["model"]).to(self.device)
-        opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=0.9, nesterov=True,
-                              weight_decay=cfg["weight_decay"])
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], epochs=self.epochs,
-                                                    steps_per_epoch=len(loader))
-        loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"])
-        acc = 0.0
-        for epoch in range(self.epochs):
-            for x, y in loader:
-                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-                loss = loss_fn(model(x), y)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-            acc = accuracy(model, self.val_loader, self.device)
+        def on_eval(epoch: int, acc: float) -> None:
             trial.report(acc, epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned()
-        return acc
+
+        return train_trial(suggest(trial), self.root, self.train_idx, self.val_loader, self.epochs,
+                           self.seed + trial.number, self.workers, self.device, on_eval)
 
 
 def main() -> None:

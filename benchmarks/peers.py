@@ -91,14 +91,16 @@ class Log:
 
 
 class Trainer:
-    """Loads the study's data once (as an hpsearch worker does) and trains one configuration with ``fit``,
-    calling ``report(step, top1)`` at every eval point; ``report`` returns False to stop the trial."""
+    """Loads the study's data once (as an hpsearch worker does) and trains one configuration as an hpsearch trial
+    is trained (``hpsearch.training.setup``: the same data views, config, model and seed), calling ``report(step,
+    top1)`` at every eval point; ``report`` returns False to stop the trial."""
 
     def __init__(self, study: str, device: str):
         import torch
 
         from hpsearch import load_dataset, load_spec
         from hpsearch.training.device import configure, resolve_device, resolve_precision
+        from hpsearch.training.setup import FidelityViews
 
         self.spec = load_spec(study)
         self.device = resolve_device(device)
@@ -106,19 +108,15 @@ class Trainer:
         if threads := os.environ.get("HPSEARCH_THREADS"):
             torch.set_num_threads(int(threads))
         self.precision = resolve_precision(self.spec.train.precision, self.device)
-        self.dataset = load_dataset(self.spec.data, self.spec.study.seed)
-        self.views: dict = {}
+        self.views = FidelityViews(load_dataset(self.spec.data, self.spec.study.seed), self.device,
+                                   self.spec.study.seed)
 
     def train(self, config: dict, index: int, report) -> float:
         from hpsearch import fit, train_config
-        from hpsearch.data.fidelity import apply_fidelity
-        from hpsearch.training.setup import build_trial_model, device_data, model_data
+        from hpsearch.training.setup import build_trial_model, model_data
 
         values = spec_values(self.spec, config)
-        key = (values["fraction"], values["image_size"])
-        ds = apply_fidelity(self.dataset, *key, self.spec.study.seed)
-        if key not in self.views:
-            self.views = {key: device_data(ds, self.device)}
+        data, ds = self.views.get(values["fraction"], values["image_size"])
         seed = self.spec.study.seed + index
         cfg = train_config(self.spec, values, seed, self.precision)
         model, _ = build_trial_model(values, ds, self.device, seed, self.spec.train)
@@ -128,10 +126,12 @@ class Trainer:
                 if not report(point.step, point.top1):
                     raise Stopped
 
-        return fit(model, model_data(self.views[key], model), cfg, [Hook()]).top1
+        return fit(model, model_data(data, model), cfg, [Hook()]).top1
 
     def max_points(self) -> int:
-        return round(self.spec.train.max_epochs / self.spec.train.eval_every)
+        from hpsearch.spec import n_evals
+
+        return n_evals(self.spec.train.max_epochs, self.spec.train.eval_every)
 
 
 class Stopped(Exception):
@@ -212,9 +212,10 @@ def run_ray(tuner: str, study: str, seed: int, log: Log, budget: float, device: 
     from ray.tune.search.optuna import OptunaSearch
 
     from hpsearch import load_spec
+    from hpsearch.spec import n_evals
 
     spec = load_spec(study)
-    max_points = round(spec.train.max_epochs / spec.train.eval_every)
+    max_points = n_evals(spec.train.max_epochs, spec.train.eval_every)
     threads = int(os.environ.get("HPSEARCH_THREADS", "1"))
     # the trainables are imported by reference from this folder (module ``peers``), so that a Ray worker process
     # keeps its loaded data between the trials it runs
@@ -293,51 +294,30 @@ def _trainer(study: str, device: str) -> Trainer:
 
 
 def ray_handwritten(config: dict, study: str, device: str, data_root: str, max_points: int) -> None:
-    """The hand-written script's loop (``handwritten_baseline.py``: torchvision dataset, PIL transforms, a
-    DataLoader with 2 worker processes, SGD + OneCycleLR), evaluated and reported at the study's eval points."""
+    """The hand-written script's loop (``handwritten_baseline.train_trial``: torchvision dataset, PIL transforms,
+    a DataLoader with 2 worker processes, SGD + OneCycleLR), evaluated and reported at the study's eval points."""
     import torch
-    from handwritten_baseline import MEAN, STD, accuracy, split_indices, train_transform
+    from handwritten_baseline import split_indices, train_trial, val_loader
     from ray import tune
-    from torch import nn
-    from torch.utils.data import DataLoader, Subset
-    from torchvision import datasets, transforms
+    from torchvision import datasets
 
-    from hpsearch import create_model, load_spec
+    from hpsearch import load_spec
     from hpsearch.params import arch_params
 
     spec = load_spec(study)
     values = spec_values(spec, config)
     dev = torch.device(device)
     torch.set_num_threads(int(os.environ.get("HPSEARCH_THREADS", "1")))
-    plain = transforms.Compose([transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
-    train_set = datasets.FashionMNIST(data_root, train=True, download=False,
-                                      transform=train_transform(values["aug_strength"]))
-    train_idx, val_idx = split_indices(len(train_set), spec.data.val_size, spec.study.seed)
-    val_loader = DataLoader(Subset(datasets.FashionMNIST(data_root, train=True, download=False, transform=plain),
-                                   val_idx), batch_size=1024, num_workers=2)
-    loader = DataLoader(Subset(train_set, train_idx), batch_size=values["batch_size"], shuffle=True,
-                        num_workers=2, drop_last=True, persistent_workers=True)
-    trial_id = tune.get_context().get_trial_id()
-    torch.manual_seed(spec.study.seed + trial_number(trial_id))
-    model = create_model(values["arch"], 10, 1, 28, **arch_params(values)).to(dev)
-    opt = torch.optim.SGD(model.parameters(), lr=values["lr"], momentum=0.9, nesterov=True,
-                          weight_decay=values["weight_decay"])
+    n = len(datasets.FashionMNIST(data_root, train=True, download=False))
+    train_idx, val_idx = split_indices(n, spec.data.val_size, spec.study.seed)
+    seed = spec.study.seed + trial_number(tune.get_context().get_trial_id())
     epochs = spec.train.max_epochs
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=values["lr"], epochs=epochs, steps_per_epoch=len(loader))
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=values["label_smoothing"])
-    per_epoch = max_points // epochs  # eval points an epoch (2 for the shipped study's eval_every = 0.5)
-    marks = {round(len(loader) * (k + 1) / per_epoch) for k in range(per_epoch)}
-    step = 0
-    for _ in range(epochs):
-        for b, (x, y) in enumerate(loader, 1):
-            loss = loss_fn(model(x.to(dev)), y.to(dev))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            if b in marks:
-                step += 1
-                tune.report({METRIC: accuracy(model, val_loader, dev), RESOURCE: step})
+
+    def on_eval(point: int, top1: float) -> None:
+        tune.report({METRIC: top1, RESOURCE: point + 1})
+
+    train_trial(values | {"model": arch_params(values)}, data_root, train_idx, val_loader(data_root, val_idx, 2, dev),
+                epochs, seed, 2, dev, on_eval, evals_per_epoch=max_points // epochs)
 
 
 def spec_values(spec, config: dict) -> dict:

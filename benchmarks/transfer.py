@@ -2,9 +2,9 @@
 
     python benchmarks/transfer.py [--quick] [--budget-min 10] [--seed 0] [--train-images N] [--image-size 64]
                                   [--epochs 1] [--eval-every 0.25] [--arms pretrained,random_init,scratch]
-                                  [--device cpu] [--keep DIR]
+                                  [--device cpu] [--keep DIR] [--side-by-side N]
 
-Three arms, one after another, each a cold ``hpsearch run`` of a study file for the same wall-clock budget, on
+Three arms, one after another (``--side-by-side N``: N at a time, the cores split evenly), each a cold ``hpsearch run`` of a study file for the same wall-clock budget, on
 the same data (real Fashion-MNIST: Debian's files, 10,000 training images held out for validation; with
 ``--train-images N`` every arm trains on the same seeded N of the remaining 50,000, as the study's ``fraction``):
 
@@ -27,9 +27,11 @@ Writes ``transfer.json`` (``transfer.trainN.json`` with ``--train-images N``) in
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -111,7 +113,12 @@ def main() -> None:
     ap.add_argument("--arms", type=csv_list(str, ARMS), default=list(ARMS), help=f"a subset of {','.join(ARMS)}")
     ap.add_argument("--device", default="cpu", help="cpu or cuda, for every arm")
     ap.add_argument("--keep", metavar="DIR", help="keep every arm's study file, database and log in DIR")
+    ap.add_argument("--side-by-side", type=int, default=1, metavar="N",
+                    help="run N arms at a time, each with cores/N torch threads (default 1: one after another, "
+                         "hpsearch's own thread setting)")
     args = ap.parse_args()
+    if args.side_by_side < 1:
+        ap.error(f"--side-by-side is {args.side_by_side}, but must be 1 or more")
     args.image_size = args.image_size or (32 if args.quick else 64)
     budget = 60.0 * args.budget_min if args.budget_min else 20.0 if args.quick else 600.0
     dataset = "fashion-mnist-sample" if args.quick else "fashion-mnist"
@@ -120,25 +127,28 @@ def main() -> None:
                          "(or run --quick on the embedded sample)")
     if args.train_images is not None and not 1 <= args.train_images <= TRAIN_IMAGES:
         ap.error(f"--train-images is {args.train_images}, but must be 1 to {TRAIN_IMAGES}")
+    n = args.side_by_side
+    threads = max(1, (os.cpu_count() or 1) // n) if n > 1 else None
     print(f"{len(args.arms)} arms x {budget:.0f} s on {dataset}"
-          f"{f', {args.train_images} training images' if args.train_images else ''}, one after another", flush=True)
-    rows = []
+          f"{f', {args.train_images} training images' if args.train_images else ''}, "
+          f"{'one after another' if n == 1 else f'{n} side by side, {threads} thread(s) each'}", flush=True)
     with tempfile.TemporaryDirectory(prefix="transfer-") as tmp_name:
         tmp = Path(args.keep) if args.keep else Path(tmp_name)
         tmp.mkdir(parents=True, exist_ok=True)
         weights = write_lite0_weights(tmp / "weights").parent
-        for arm in args.arms:
+
+        def run_arm(arm: str) -> dict:
             work = tmp / arm
             work.mkdir()
             path = scratch_file(work, args) if arm == "scratch" else \
                 finetune_file(work, arm == "pretrained", args, weights)
-            r = run_study(path, work, args.seed, budget, args.device, None,
+            r = run_study(path, work, args.seed, budget, args.device, threads,
                           ("--weights-dir", str(weights), "--offline") if arm != "scratch" else ())
             points = curve(r["trials"], r["t0"], budget)
             row = {"arm": arm, "dataset": dataset, "train_images": args.train_images or (4000 if args.quick else
                                                                                         TRAIN_IMAGES),
                    "image_size": 28 if arm == "scratch" else args.image_size, "budget_s": budget,
-                   "seed": args.seed, "study": path.read_text(), "curve": points,
+                   "seed": args.seed, "threads": threads, "study": path.read_text(), "curve": points,
                    "best": points[-1][1] if points else None,
                    "time_to_target_s": time_to_reach(points, args.target),
                    "first_complete_s": points[0][0] if points else None,
@@ -146,16 +156,21 @@ def main() -> None:
                    "weights": sorted({t["weights"] for t in r["trials"] if t.get("weights")}),
                    "stopped": r["stopped"], "stop_reason": r.get("stop_reason"), "wall_s": r["wall_s"],
                    "trials": r["trials"]}
-            rows.append(row)
             print(f"  {arm:11s} best {fmt(row['best'])}%  to {args.target:g}% "
                   f"{fmt(row['time_to_target_s'], '.0f')} s  first complete {fmt(row['first_complete_s'], '.0f')} s"
                   f"  completed {row['counts']['complete']}  pruned {row['counts']['pruned']}  failed "
                   f"{row['counts']['fail']}  weights {', '.join(row['weights']) or '-'}", flush=True)
+            return row
+
+        rows = []
+        for i in range(0, len(args.arms), n):
+            with ThreadPoolExecutor(n) as pool:  # the arms of a group run side by side
+                rows += list(pool.map(run_arm, args.arms[i:i + n]))
     name = "transfer" if args.quick or not args.train_images else f"transfer.train{args.train_images}"
     path = write_result(name, {
         "dataset": dataset, "quick": args.quick, "budget_s": budget, "seed": args.seed, "device": args.device,
         "train_images": args.train_images, "image_size": args.image_size, "epochs": args.epochs,
-        "eval_every": args.eval_every,
+        "eval_every": args.eval_every, "side_by_side": args.side_by_side,
         "target": args.target, "arm_order": args.arms,
         "command": " ".join(["python", "benchmarks/transfer.py", *sys.argv[1:]]), "rows": rows})
     print(f"wrote {path}")

@@ -24,7 +24,6 @@ import optuna
 import torch
 
 from hpsearch.data.base import Dataset
-from hpsearch.data.fidelity import apply_fidelity
 from hpsearch.data.loader import DeviceData, batches_per_epoch
 from hpsearch.errors import first_line
 from hpsearch.search import lineage, trial_artifacts
@@ -37,7 +36,7 @@ from hpsearch.storage.checkpoints import Checkpoints
 from hpsearch.training import faults
 from hpsearch.training.checkpoint import epochs_trained, eval_points
 from hpsearch.training.loop import Diverged, EvalPoint, FitResult, TimeLimit, TrainConfig, fit
-from hpsearch.training.setup import build_trial_model, device_data, model_data, train_config
+from hpsearch.training.setup import FidelityViews, build_trial_model, model_data, train_config
 
 log = logging.getLogger("hpsearch")
 
@@ -154,19 +153,10 @@ class Objective:
         self.spec, self.dataset, self.device, self.precision = spec, dataset, device, precision
         self.placement = placement or {"host": socket.gethostname()}
         self.checkpoints, self.stop = checkpoints, stop
-        self._views: dict[tuple[float, int], DeviceData] = {}
+        self.views = FidelityViews(dataset, device, spec.study.seed)
         self.progress = progress
         self.rungs: Rungs | None = rungs(spec) if checkpoints is not None else None  # pausing needs checkpoints
         self.last_failed = False  # the most recent trial raised (its memory is released by the worker)
-
-    def device_data(self, fraction: float, image_size: int) -> tuple[DeviceData, Dataset]:
-        """The trial's data on the device; only the most recent fidelity stays cached."""
-        ds = apply_fidelity(self.dataset, fraction, image_size, self.spec.study.seed)
-        key = (fraction, image_size)
-        if key not in self._views:
-            self._views.clear()
-            self._views[key] = device_data(ds, self.device)
-        return self._views[key], ds
 
     def __call__(self, trial: optuna.Trial) -> float:
         run = self.start(trial)
@@ -196,7 +186,7 @@ class Objective:
         t0 = time.perf_counter()
         self.last_failed = True  # until it returns or is pruned
         values = suggest(trial, self.spec.space)
-        data, ds = self.device_data(values["fraction"], values["image_size"])
+        data, ds = self.views.get(values["fraction"], values["image_size"])
         seed = self.spec.study.seed + trial.number
         cfg = train_config(self.spec, values, seed, self.precision)
         trial.set_user_attr("config", values)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from hpsearch.data.base import Dataset
+from hpsearch.data.fidelity import apply_fidelity
 from hpsearch.data.loader import DeviceData
 from hpsearch.models import create_model, get_model_entry, takes_unit_range
 from hpsearch.models.weights import RANDOM, load_pretrained
@@ -55,6 +56,24 @@ def build_trial_model(values: dict[str, Any], ds: Dataset, device: torch.device,
 def device_data(ds: Dataset, device: torch.device) -> DeviceData:
     """``ds`` moved to ``device`` once (uint8), in the memory format the models use."""
     return DeviceData(ds, device, channels_last=CHANNELS_LAST)
+
+
+class FidelityViews:
+    """The study's dataset on the device at a trial's fidelity (``fraction``, ``image_size``), made once for
+    all the trials of a process; only the most recent fidelity stays cached (device memory is the limit)."""
+
+    def __init__(self, dataset: Dataset, device: torch.device, seed: int):
+        self.dataset, self.device, self.seed = dataset, device, seed
+        self._views: dict[tuple[float, int], DeviceData] = {}
+
+    def get(self, fraction: float, image_size: int) -> tuple[DeviceData, Dataset]:
+        """The data on the device and the dataset it holds, at this fidelity."""
+        ds = apply_fidelity(self.dataset, fraction, image_size, self.seed)
+        key = (fraction, image_size)
+        if key not in self._views:
+            self._views.clear()
+            self._views[key] = device_data(ds, self.device)
+        return self._views[key], ds
 
 
 def model_data(data: DeviceData, model: nn.Module) -> DeviceData:
