@@ -93,6 +93,8 @@ def test_an_array_of_two_workers_fills_the_study_exactly_and_slurm_records_both_
         assert f"hpsearch worker on {socket.gethostname()}: " in log and f"array task {job}_{task}," in log, log
     trials = trials_of(url, name)
     assert exact(trials, 4), "exactly n_trials finished"
+    # the trials that ran (a surplus start, which two workers can make at the end, never reaches the objective)
+    trials = [t for t in trials if t.state == TrialState.COMPLETE]
     assert {t.user_attrs["slurm_array_job_id"] for t in trials} == {job}
     assert {t.user_attrs["slurm_array_task_id"] for t in trials} <= {"0", "1"}
     assert {t.user_attrs["host"] for t in trials} == {socket.gethostname()}
