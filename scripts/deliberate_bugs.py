@@ -86,7 +86,7 @@ def pytest(copy: Path, args: tuple[str, ...], first_only: bool) -> tuple[str, st
     if r.returncode == 0:
         return "PASSED", "", seconds
     failed = re.findall(r"^FAILED \S+::(\S+)", r.stdout, re.MULTILINE)
-    if r.returncode == 1 and failed:
+    if r.returncode in (1, 2) and failed:  # 2: pytest-xdist's -x ends the session as interrupted
         return "FAILED", ", ".join(failed), seconds
     tail = (r.stdout + r.stderr).strip().splitlines()
     return "ERROR", tail[-1] if tail else f"exit status {r.returncode}", seconds
