@@ -1,5 +1,5 @@
-"""Helpers shared by the benchmark scripts: machine description, medians, argument parsing, and the JSON
-result file."""
+"""Helpers shared by the benchmark scripts: machine description, medians, argument parsing, arms side by side,
+and the JSON result file."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import platform
 import re
 import statistics
 import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -71,6 +73,28 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"is {value}, but must be ≥ 1")
     return value
+
+
+def threads_per_arm(n: int) -> int | None:
+    """Torch threads for each of ``n`` arms run side by side: the cores split evenly (None for one arm at a time:
+    hpsearch's own setting)."""
+    return max(1, (os.cpu_count() or 1) // n) if n > 1 else None
+
+
+def how_run(n: int, threads: int | None) -> str:
+    """The words for how the arms share the machine, for a benchmark's first line."""
+    return "one after another" if n == 1 else f"{n} side by side, {threads} thread(s) each"
+
+
+def side_by_side(jobs: Iterable, n: int, run: Callable) -> Iterator[tuple]:
+    """``(job, run(job))`` for every job, in order, running the jobs ``n`` at a time: a group starts when the one
+    before has finished, so the arms of a group share the machine alike (``run`` waits on its arm's own process;
+    the threads only wait)."""
+    jobs = list(jobs)
+    for i in range(0, len(jobs), n):
+        group = jobs[i:i + n]
+        with ThreadPoolExecutor(len(group)) as pool:
+            yield from zip(group, list(pool.map(run, group)), strict=True)
 
 
 def results_dir() -> Path:

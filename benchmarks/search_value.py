@@ -56,13 +56,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import median, write_result  # noqa: E402
+from _common import how_run, median, side_by_side, threads_per_arm, write_result  # noqa: E402
 
 from hpsearch.data.idx import write_idx  # noqa: E402
 from hpsearch.data.mnist import load_sample  # noqa: E402
@@ -439,30 +438,25 @@ def main() -> None:
         ap.error(f"the handwritten arm trains on Debian's Fashion-MNIST, but {args.study} uses {dataset}")
     plan = [(seed, arm) for seed in seeds for arm in arms if arm != "handwritten" or seed in hand_seeds]
     n = args.side_by_side
-    groups = [plan[i:i + n] for i in range(0, len(plan), n)]
-    threads = max(1, (os.cpu_count() or 1) // n) if n > 1 else None
-    print(f"{len(plan)} arm runs x {budget:.0f} s on {dataset} (cold: no [[enqueue]]), "
-          f"{'one after another' if n == 1 else f'{n} side by side, {threads} thread(s) each'}: about "
-          f"{len(groups) * budget / 60:.0f} min", flush=True)
+    threads = threads_per_arm(n)
+    print(f"{len(plan)} arm runs x {budget:.0f} s on {dataset} (cold: no [[enqueue]]), {how_run(n, threads)}: "
+          f"about {math.ceil(len(plan) / n) * budget / 60:.0f} min", flush=True)
     runs = []
     with tempfile.TemporaryDirectory(prefix="search_value-") as tmp_name:
         tmp = Path(args.keep) if args.keep else Path(tmp_name)
         tmp.mkdir(parents=True, exist_ok=True)
         root = torchvision_root(args.quick, tmp) if {"handwritten", "ray-user"} & set(arms) else None
-        for group in groups:
-            with ThreadPoolExecutor(len(group)) as pool:  # the arms of a group run side by side
-                done = list(pool.map(lambda job: run_arm(job, args, budget, root, tmp, threads), group))
-            for (seed, arm), r in zip(group, done, strict=True):
-                row = arm_row(seed, arm, r, dataset, budget, threads)
-                runs.append(row)
-                share = row["pruned_share"]
-                print(f"  seed {seed} {arm:11s} best {fmt(row['best'])}%  tried {row['counts']['tried']:3d}  "
-                      f"completed {row['counts']['complete']:3d}  pruned {row['counts']['pruned']:3d}  failed "
-                      f"{row['counts']['fail']:2d}  promotions {row['counts']['promotions']:2d}  first complete at "
-                      f"{fmt(row['curve'][0][0] if row['curve'] else None, '.0f')} s  to 92% "
-                      f"{fmt(row['time_to_92_s'], '.0f')} s  start-up {fmt(row['startup_s'], '.1f')} s  in pruned "
-                      f"{fmt(None if share is None else 100 * share, '.0f')}%"
-                      f"  (stopped: {r['stopped'] or r.get('stop_reason') or 'exited'})", flush=True)
+        for (seed, arm), r in side_by_side(plan, n, lambda job: run_arm(job, args, budget, root, tmp, threads)):
+            row = arm_row(seed, arm, r, dataset, budget, threads)
+            runs.append(row)
+            share = row["pruned_share"]
+            print(f"  seed {seed} {arm:11s} best {fmt(row['best'])}%  tried {row['counts']['tried']:3d}  "
+                  f"completed {row['counts']['complete']:3d}  pruned {row['counts']['pruned']:3d}  failed "
+                  f"{row['counts']['fail']:2d}  promotions {row['counts']['promotions']:2d}  first complete at "
+                  f"{fmt(row['curve'][0][0] if row['curve'] else None, '.0f')} s  to 92% "
+                  f"{fmt(row['time_to_92_s'], '.0f')} s  start-up {fmt(row['startup_s'], '.1f')} s  in pruned "
+                  f"{fmt(None if share is None else 100 * share, '.0f')}%"
+                  f"  (stopped: {r['stopped'] or r.get('stop_reason') or 'exited'})", flush=True)
     result = summarise(runs, arms, budget)
     print(f"\n{'arm':11s} {'best Top-1 (median, range)':>27s} {'to (random) best':>16s} {'tried':>6s} "
           f"{'done':>5s} {'pruned':>7s}   per seed")

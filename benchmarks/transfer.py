@@ -28,15 +28,13 @@ Writes ``transfer.json`` (``transfer.trainN.json`` with ``--train-images N``) in
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import csv_list, write_result  # noqa: E402
+from _common import csv_list, how_run, side_by_side, threads_per_arm, write_result  # noqa: E402
 from _lite0 import write_lite0_weights  # noqa: E402
 from search_value import (  # noqa: E402
     DEBIAN,
@@ -129,10 +127,10 @@ def main() -> None:
     if args.train_images is not None and not 1 <= args.train_images <= TRAIN_IMAGES:
         ap.error(f"--train-images is {args.train_images}, but must be 1 to {TRAIN_IMAGES}")
     n = args.side_by_side
-    threads = max(1, (os.cpu_count() or 1) // n) if n > 1 else None
+    threads = threads_per_arm(n)
     print(f"{len(args.arms)} arms x {budget:.0f} s on {dataset}"
-          f"{f', {args.train_images} training images' if args.train_images else ''}, "
-          f"{'one after another' if n == 1 else f'{n} side by side, {threads} thread(s) each'}", flush=True)
+          f"{f', {args.train_images} training images' if args.train_images else ''}, {how_run(n, threads)}",
+          flush=True)
     with tempfile.TemporaryDirectory(prefix="transfer-") as tmp_name:
         tmp = Path(args.keep) if args.keep else Path(tmp_name)
         tmp.mkdir(parents=True, exist_ok=True)
@@ -163,10 +161,7 @@ def main() -> None:
                   f"{row['counts']['fail']}  weights {', '.join(row['weights']) or '-'}", flush=True)
             return row
 
-        rows = []
-        for i in range(0, len(args.arms), n):
-            with ThreadPoolExecutor(n) as pool:  # the arms of a group run side by side
-                rows += list(pool.map(run_arm, args.arms[i:i + n]))
+        rows = [row for _, row in side_by_side(args.arms, n, run_arm)]
     name = "transfer" if args.quick or not args.train_images else f"transfer.train{args.train_images}"
     path = write_result(name, {
         "dataset": dataset, "quick": args.quick, "budget_s": budget, "seed": args.seed, "device": args.device,
