@@ -24,11 +24,19 @@ ALONE = ("search_value", "transfer")  # their arms train for a fixed wall budget
 # the peer tuners (Syne Tune, Ray Tune) come from the `bench` extra: smoke-tested where it is installed (CI installs
 # it: .ci/run), said skipped elsewhere
 PEERS_INSTALLED = all(importlib.util.find_spec(m) is not None for m in ("syne_tune", "ray"))
-PEER_ARMS = ["syne-asha", "syne-bohb", "ray-asha", "ray-user"] if PEERS_INSTALLED else []
+# the issue's smoke set (issue 21: default, random, syne-asha, ray-asha; syne-mobster is gone from Syne Tune 0.16 and
+# refused, tested below). syne-bohb (syne-asha's driver with another scheduler) and ray-user (ray-asha's driver with
+# the hand-written loop, whose training tests/benchmarks/test_peers.py runs) would add a third 20 s group of two arms,
+# about 45 core-seconds of CI, so they are left to the full runs
+PEER_ARMS = ["syne-asha", "ray-asha"] if PEERS_INSTALLED else []
 SEARCH_ARMS = ["default", "random", *PEER_ARMS]
+# transfer's random_init arm is the pretrained arm's study with pretrained = false (the "random" weights a trial
+# records are tested in tests/models/test_weights.py): the smoke runs the two arms that differ in code
+TRANSFER_ARMS = ["pretrained", "scratch"]
 QUICK_ARGS = {"loop_throughput": ["--dataset", "fashion-mnist-sample,synthetic-cifar"],
               # two arms at a time, one core each, as the full benchmark runs them
-              "search_value": ["--keep", "keep", "--arms", ",".join(SEARCH_ARMS), "--side-by-side", "2"]}
+              "search_value": ["--keep", "keep", "--arms", ",".join(SEARCH_ARMS), "--side-by-side", "2"],
+              "transfer": ["--arms", ",".join(TRANSFER_ARMS), "--side-by-side", "2"]}
 
 
 def run_benchmark(name: str, args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
@@ -44,7 +52,7 @@ TESTED_ELSEWHERE = {"pack_throughput": "tests/benchmarks/test_pack_benchmark.py"
 def test_every_benchmark_script_is_smoke_tested():
     scripts = {p.stem for p in (ROOT / "benchmarks").glob("*.py") if not p.stem.startswith("_")}
     elsewhere = {name for name in scripts & set(TESTED_ELSEWHERE) if (ROOT / TESTED_ELSEWHERE[name]).is_file()}
-    # the arms search_value.py runs as subprocesses: smoke-tested through its run
+    # the arms search_value.py runs as subprocesses: smoke-tested through its run and tests/benchmarks/test_peers.py
     assert scripts - {"handwritten_baseline", "peers"} - elsewhere == set(BENCHMARKS)
 
 
@@ -102,12 +110,12 @@ def test_quick_mode_writes_json(name, quick_runs):
             assert run["startup_s"] is not None and 0 < run["startup_s"] < 20
             for trial in run["trials"]:
                 assert trial["params"]["arch"] in ("vgg", "resnet") and 0.02 <= trial["params"]["lr"] <= 0.3
-    if name == "transfer":  # three arms on the named data, each for the same budget; the weights are recorded
-        assert [r["arm"] for r in data["rows"]] == ["pretrained", "random_init", "scratch"] and data["commit"]
+    if name == "transfer":  # the arms on the named data, each for the same budget; the weights are recorded
+        assert [r["arm"] for r in data["rows"]] == TRANSFER_ARMS and data["commit"]
         for row in data["rows"]:
             assert row["dataset"] == "fashion-mnist-sample" and row["budget_s"] == 20 and row["counts"]["tried"] >= 1
         weights = {r["arm"]: r["weights"] for r in data["rows"]}
-        assert weights["random_init"] == weights["scratch"] == ["random"]
+        assert weights["scratch"] == ["random"]
         assert [w.split(":")[0] for w in weights["pretrained"]] == ["file"], "the converted Lite0 weights"
         assert 'pretrained = true' in data["rows"][0]["study"] and "timm:efficientnet_lite0" in data["rows"][0]["study"]
     if name == "storage_scale":  # retries are counted beside errors, and each worker's log is kept
@@ -126,7 +134,7 @@ def test_peer_tuners_are_installed_or_said_skipped():
         if os.environ.get("CI") == "true":
             pytest.fail("CI runs the peer tuners: pip install -e '.[bench]' (.ci/run adds the extra)")
         pytest.skip("syne-tune / ray[tune] not installed (pip install -e '.[bench]'): the search_value smoke run "
-                    "left out the peer arms syne-asha, syne-bohb, ray-asha, ray-user")
+                    "left out the peer arms syne-asha, ray-asha")
 
 
 def test_search_value_refuses_an_arm_the_peer_tools_no_longer_have(tmp_path):

@@ -68,3 +68,22 @@ def test_a_peer_stops_a_trial_when_its_scheduler_says_so(tmp_path, one_thread):
     with pytest.raises(peers.Stopped):
         peers.Trainer(str(path), "cpu").train(PEER_CONFIG, 0, lambda step, t: seen.append(step) or False)
     assert seen == [1]
+
+
+def test_the_hand_written_loop_learns_and_reports_at_the_study_s_eval_points(tmp_path, one_thread):
+    """The hand-written arm's and ray-user's training (``handwritten_baseline.train_trial``: torchvision dataset,
+    PIL transforms, DataLoader, SGD + OneCycleLR) on the embedded sample in torchvision's layout: one epoch, two
+    eval points (as the peers' half epochs), the last one returned, above chance."""
+    import handwritten_baseline as hb
+    from torchvision import datasets
+
+    root = str(search_value.torchvision_root(True, tmp_path))
+    train_idx, val_idx = hb.split_indices(len(datasets.FashionMNIST(root, train=True, download=False)), 500, 3)
+    cfg = {"arch": "vgg", "lr": 0.08, "batch_size": 128, "weight_decay": 1e-3, "label_smoothing": 0.1,
+           "aug_strength": 0.12, "model": {"stages": 2, "width": 16}}
+    points: list[tuple[int, float]] = []
+    cpu = torch.device("cpu")
+    top1 = hb.train_trial(cfg, root, train_idx, hb.val_loader(root, val_idx, 0, cpu), 1, 3, 0, cpu,
+                          lambda k, acc: points.append((k, acc)), evals_per_epoch=2)
+    assert [k for k, _ in points] == [0, 1] and points[-1][1] == top1
+    assert top1 > 40.0, points  # 10 classes: chance is 10%
