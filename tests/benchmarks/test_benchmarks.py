@@ -103,6 +103,7 @@ def test_quick_mode_writes_json(name, quick_runs):
         for run in data["runs"]:
             assert run["dataset"] == "fashion-mnist-sample" and run["budget_s"] == data["budget_s"] == 20
             assert run["counts"]["tried"] >= 1 and run["threads"] == 1
+            assert 0 < run["first_start_s"] < 20, "every arm's start-up, by one definition"
             toml = "default.toml" if run["arm"] in PEER_ARMS else f"{run['arm']}.toml"  # a peer runs default's file
             arm_file = tomllib.loads((tmp_path / "keep" / f"{run['arm']}-0" / toml).read_text())
             assert "enqueue" not in arm_file and arm_file["space"], "cold: no warm start"
