@@ -463,8 +463,9 @@ def main() -> None:
                   f"completed {row['counts']['complete']:3d}  pruned {row['counts']['pruned']:3d}  failed "
                   f"{row['counts']['fail']:2d}  promotions {row['counts']['promotions']:2d}  first complete at "
                   f"{fmt(row['curve'][0][0] if row['curve'] else None, '.0f')} s  to 92% "
-                  f"{fmt(row['time_to_92_s'], '.0f')} s  first trial started at {fmt(row['first_start_s'], '.1f')} s "
-                  f"(tuner ready {fmt(row['startup_s'], '.1f')} s)  in pruned {fmt(None if share is None else 100 * share, '.0f')}%"
+                  f"{fmt(row['time_to_92_s'], '.0f')} s  first trial started at "
+                  f"{fmt(row['first_start_s'], '.1f')} s (tuner ready {fmt(row['startup_s'], '.1f')} s)  in pruned "
+                  f"{fmt(None if share is None else 100 * share, '.0f')}%"
                   f"  (stopped: {r['stopped'] or r.get('stop_reason') or 'exited'})", flush=True)
     result = summarise(runs, arms, budget)
     print(f"\n{'arm':11s} {'best Top-1 (median, range)':>27s} {'to (random) best':>16s} {'tried':>6s} "
@@ -483,7 +484,8 @@ def main() -> None:
               f"{fmt(goal['gain_points_median'], '+.2f')} points, median best {fmt(goal['default_best_median'])}%)")
     path = write_result("search_value", {
         "dataset": dataset, "device": args.device, "quick": args.quick, "budget_s": budget, "seeds": seeds,
-        "arm_order": arms, "study": str(args.study), "side_by_side": n, "threads_per_arm": threads, "variants": {a: VARIANTS[a] for a in arms if a in VARIANTS},
+        "arm_order": arms, "study": str(args.study), "side_by_side": n, "threads_per_arm": threads,
+        "variants": {a: VARIANTS[a] for a in arms if a in VARIANTS},
         "command": " ".join(["python", "benchmarks/search_value.py", *sys.argv[1:]]),
         "runs": runs, **result})
     write_plot(runs, budget, path.with_suffix(".html"))
