@@ -37,6 +37,12 @@ class Rungs:
 
     steps: tuple[int, ...]  # rung eval points, increasing, all before the last one
     eta: int  # only the top 1/eta of a rung is promoted
+    eager: bool = False  # a rung's best goes on even before eta configurations reached it
+
+    def top(self, n: int) -> int:
+        """How many of the ``n`` configurations at a rung may be promoted: ASHA's ``⌊n/η⌋``; eager, at least one
+        (the rung's best so far, as Syne Tune's and Ray Tune's stopping ASHA let their first trial go on)."""
+        return max(1, n // self.eta) if self.eager else n // self.eta
 
     def next_after(self, step: int) -> int | None:
         """The rung a trial that has passed eval point ``step`` pauses at next (None: it trains to the end)."""
@@ -50,7 +56,7 @@ def rungs(spec: Spec) -> Rungs | None:
     opts = spec.pruner.options
     low, eta, n = opts.get("min_resource", 1), opts.get("reduction_factor", 3), opts.get("n_rungs", 64)
     last = n_evals(spec.train.max_epochs, spec.train.eval_every)
-    return Rungs(tuple(r for r in (low * eta**k for k in range(n)) if r < last), eta)
+    return Rungs(tuple(r for r in (low * eta**k for k in range(n)) if r < last), eta, opts.get("eager", False))
 
 
 @dataclass(frozen=True)
@@ -215,11 +221,12 @@ def _paused(trials: list[FrozenTrial]) -> list[FrozenTrial]:
 
 def promotable(trials: list[FrozenTrial], r: Rungs) -> FrozenTrial | None:
     """The paused trial to promote now (ASHA's rule: a paused trial whose configuration ranks among the top
-    ``⌊n/η⌋`` of the ``n`` that reached its rung; highest rung first), or None: start a new configuration."""
+    ``⌊n/η⌋`` of the ``n`` that reached its rung, at least the best one when eager; highest rung first), or None:
+    start a new configuration."""
     parent, gone, curves = lineage.parents(trials), lineage.promoted_numbers(trials), lineage.curves(trials)
     for step in reversed(r.steps):
         ranked = _ranked(curves, step)
-        top = set(ranked[: len(ranked) // r.eta])
+        top = set(ranked[: r.top(len(ranked))])
         candidates = [t for t in _paused(trials) if t.user_attrs[PAUSED_AT] == step and t.number not in gone
                       and lineage.root(parent, t.number) in top]
         if candidates:
@@ -230,10 +237,10 @@ def promotable(trials: list[FrozenTrial], r: Rungs) -> FrozenTrial | None:
 def paused_to_keep(trials: list[FrozenTrial], r: Rungs, n_trials: int) -> set[int]:
     """Paused trials whose checkpoint must stay: promoted to a trial (or its retries) that has not saved a
     checkpoint of its own yet, or not promoted and still able to be: at most ``n_trials`` configurations ever
-    reach a rung, so one with ``⌊n_trials/η⌋`` others ranked above it there never enters the top. Hence at most
-    ``⌊n_trials/η⌋`` paused checkpoints per rung, whatever the study's length."""
+    reach a rung, so one with ``⌊n_trials/η⌋`` others (eager: at least one) ranked above it there never enters the
+    top. Hence at most that many paused checkpoints per rung, whatever the study's length."""
     parent, promoted, curves = lineage.parents(trials), lineage.promoted_numbers(trials), lineage.curves(trials)
-    top = {step: set(_ranked(curves, step)[: n_trials // r.eta]) for step in r.steps}
+    top = {step: set(_ranked(curves, step)[: r.top(n_trials)]) for step in r.steps}
     keep = {t.number for t in _paused(trials)
             if t.number in promoted or lineage.root(parent, t.number) in top.get(t.user_attrs[PAUSED_AT], ())}
     return keep - lineage.covered(trials)
@@ -251,7 +258,7 @@ def checkpoints_to_keep(trials: list[FrozenTrial], rules: Rules) -> set[int]:
 def checkpoint_bound(rules: Rules, workers: int, keep_best: int) -> int:
     """The most checkpoints a study keeps on disk once retention has run (failed trials awaiting their retry
     aside): one per running trial, the ``keep_best`` completed ones, and :func:`paused_to_keep`'s per rung."""
-    paused = len(rules.rungs.steps) * (rules.n_trials // rules.rungs.eta) if rules.rungs is not None else 0
+    paused = len(rules.rungs.steps) * rules.rungs.top(rules.n_trials) if rules.rungs is not None else 0
     return workers + keep_best + paused
 
 

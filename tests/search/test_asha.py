@@ -88,6 +88,27 @@ def test_the_top_third_of_a_rung_is_promoted_highest_rung_first():
     assert promotable(study3.trials, RUNGS) is None
 
 
+def test_eager_rungs_promote_the_best_so_far_before_eta_configurations_reach_them():
+    """``eager = true``: the top max(1, ⌊n/η⌋) go on, so the first configuration never waits at a rung (as the
+    stopping ASHA of Syne Tune and Ray Tune lets its first trial go on) and a later one only when it leads."""
+    eager = Rungs(steps=(2, 6), eta=3, eager=True)
+    study = optuna.create_study(direction="maximize")
+    a = _add(study, [40, 50], paused=2)
+    assert promotable(study.trials, RUNGS) is None, "plain asha: one configuration at a rung is not promoted"
+    assert promotable(study.trials, eager).number == a, "eager: the first goes on"
+    _add(study, [], state=TrialState.RUNNING, promoted_from=a, checkpoint=None, x=a)
+    _add(study, [40, 45], paused=2)
+    assert promotable(study.trials, eager) is None, "the second is below the first: it waits"
+    c = _add(study, [40, 70], paused=2)
+    assert promotable(study.trials, eager).number == c, "the third leads the rung: it goes on"
+    assert promotable(study.trials, RUNGS).number == c, "plain asha at three: the same"
+    # kept checkpoints: a's (its continuation has saved none yet), and at least the rung's best however short
+    # the study
+    assert paused_to_keep(study.trials, eager, n_trials=2) == {a, c}
+    assert paused_to_keep(study.trials, RUNGS, n_trials=2) == {a}
+    assert checkpoint_bound(Rules(2, rungs=eager), workers=1, keep_best=1) == 1 + 1 + 2
+
+
 def test_a_configuration_counts_once_and_duplicate_promotions_are_found():
     study = optuna.create_study(direction="maximize")
     p = _add(study, [40, 70], paused=2)
@@ -133,6 +154,10 @@ def test_rungs_from_the_spec(tmp_path):
     spec = load_spec(write_study(tmp_path / "s.toml", train={"max_epochs": 5, "eval_every": 0.5},
                                  pruner={"name": "asha", "min_resource": 1, "reduction_factor": 3}))
     assert rungs(spec).steps == (1, 3, 9), "eval points 1, 3, 9 of 10"
+    assert not rungs(spec).eager
+    spec = load_spec(write_study(tmp_path / "e.toml", train={"max_epochs": 6, "eval_every": 0.5},
+                                 pruner={"name": "asha", "min_resource": 1, "n_rungs": 2, "eager": True}))
+    assert rungs(spec) == Rungs((1, 3), 3, eager=True)
     spec = load_spec(write_study(tmp_path / "s.toml", train={"max_epochs": 9, "eval_every": 1},
                                  pruner={"name": "asha", "min_resource": 2, "reduction_factor": 2, "n_rungs": 2}))
     assert rungs(spec).steps == (2, 4) and rungs(spec).next_after(2) == 4 and rungs(spec).next_after(4) is None
