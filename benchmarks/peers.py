@@ -112,21 +112,20 @@ class Trainer:
                                    self.spec.study.seed)
 
     def train(self, config: dict, index: int, report) -> float:
-        from hpsearch import fit, train_config
-        from hpsearch.training.setup import build_trial_model, model_data
+        from hpsearch import fit
+        from hpsearch.training.setup import trial_inputs, trial_model
 
         values = spec_values(self.spec, config)
-        data, ds = self.views.get(values["fraction"], values["image_size"])
         seed = self.spec.study.seed + index
-        cfg = train_config(self.spec, values, seed, self.precision)
-        model, _ = build_trial_model(values, ds, self.device, seed, self.spec.train)
+        data, ds, cfg = trial_inputs(self.spec, self.views, values, seed, self.precision)
+        model, data, _ = trial_model(values, ds, data, self.device, seed, self.spec.train)
 
         class Hook:
             def on_eval(self, point) -> None:
                 if not report(point.step, point.top1):
                     raise Stopped
 
-        return fit(model, model_data(data, model), cfg, [Hook()]).top1
+        return fit(model, data, cfg, [Hook()]).top1
 
     def max_points(self) -> int:
         from hpsearch.spec import n_evals

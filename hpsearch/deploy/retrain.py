@@ -22,7 +22,7 @@ from hpsearch.search.study import stored_spec, versions
 from hpsearch.spec import with_overrides
 from hpsearch.training.device import configure, resolve_device, resolve_precision
 from hpsearch.training.loop import fit
-from hpsearch.training.setup import build_trial_model, device_data, model_data, train_config
+from hpsearch.training.setup import device_data, train_config, trial_model
 
 
 def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
@@ -64,8 +64,7 @@ def retrain(study: optuna.Study, out: str, trial_number: int | None = None, epoc
                        eval_every=float(n_epochs))
     print(f"retraining trial {trial.number} ({fmt_params(values)}) for {n_epochs} epochs on "
           f"{len(full.train_y)} images; testing on {len(full.val_y)}", file=stream, flush=True)
-    model, weights = build_trial_model(values, full, device, cfg.seed, spec.train)
-    data = model_data(device_data(full, device), model)
+    model, data, weights = trial_model(values, full, device_data(full, device), device, cfg.seed, spec.train)
     progress = Progress(stream)
     progress.trial_started(trial.number, values, cfg, data.n_train)
     t0 = time.perf_counter()

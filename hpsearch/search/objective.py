@@ -36,7 +36,7 @@ from hpsearch.storage.checkpoints import Checkpoints
 from hpsearch.training import faults
 from hpsearch.training.checkpoint import epochs_trained, eval_points
 from hpsearch.training.loop import Diverged, EvalPoint, FitResult, TimeLimit, TrainConfig, fit
-from hpsearch.training.setup import FidelityViews, build_trial_model, model_data, train_config
+from hpsearch.training.setup import FidelityViews, trial_inputs, trial_model
 
 log = logging.getLogger("hpsearch")
 
@@ -186,9 +186,8 @@ class Objective:
         t0 = time.perf_counter()
         self.last_failed = True  # until it returns or is pruned
         values = suggest(trial, self.spec.space)
-        data, ds = self.views.get(values["fraction"], values["image_size"])
         seed = self.spec.study.seed + trial.number
-        cfg = train_config(self.spec, values, seed, self.precision)
+        data, ds, cfg = trial_inputs(self.spec, self.views, values, seed, self.precision)
         trial.set_user_attr("config", values)
         trial.set_user_attr("device", str(self.device))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
@@ -209,8 +208,9 @@ class Objective:
     def build(self, run: TrialRun, solo: bool = True) -> None:
         """The trial's model on the device; a solo one gets $HPSEARCH_FAULTS' hooks when that is set (a pack's
         faults go on the fused model: hpsearch.training.faults.install_pack)."""
-        run.model, weights = build_trial_model(run.values, run.ds, self.device, run.seed, self.spec.train)
-        run.data = model_data(run.data, run.model)  # [0, 1] scaling for a model that normalises its input itself
+        # the data [0, 1]-scaled for a model that normalises its input itself
+        run.model, run.data, weights = trial_model(run.values, run.ds, run.data, self.device, run.seed,
+                                                   self.spec.train)
         run.trial.set_user_attr(attrs.WEIGHTS, weights)
         run.trial.set_user_attr("n_params", sum(p.numel() for p in run.model.parameters()))
         if solo:

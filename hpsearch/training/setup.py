@@ -82,6 +82,21 @@ def model_data(data: DeviceData, model: nn.Module) -> DeviceData:
     return data.scaled_to_unit() if takes_unit_range(model) else data
 
 
+def trial_inputs(spec: Spec, views: FidelityViews, values: dict[str, Any], seed: int, precision: str
+                 ) -> tuple[DeviceData, Dataset, TrainConfig]:
+    """A search trial's data on the device at its fidelity, the dataset it holds, and its ``TrainConfig``."""
+    data, ds = views.get(values["fraction"], values["image_size"])
+    return data, ds, train_config(spec, values, seed, precision)
+
+
+def trial_model(values: dict[str, Any], ds: Dataset, data: DeviceData, device: torch.device, seed: int,
+                train: TrainSpec | None = None) -> tuple[nn.Module, DeviceData, str]:
+    """The trial's model (:func:`build_trial_model`), ``data`` as that model takes it (:func:`model_data`), and
+    where the model's weights came from."""
+    model, weights = build_trial_model(values, ds, device, seed, train)
+    return model, model_data(data, model), weights
+
+
 def check_pretrained(spec: Spec) -> None:
     """When the study asks for pretrained weights: loads them now into every architecture the space can pick
     (downloading them to the library's cache if that is where they come from), so that weights that cannot be
