@@ -16,10 +16,11 @@ the same wall-clock budget and the same ``--seed``:
 (handwritten)  ``handwritten_baseline.py``: plain Optuna TPE + MedianPruner, per-epoch reports, torchvision
                DataLoader with PIL transforms, the space of studies/fashion_mnist.toml, the same model code
                (one seed is enough: ``--handwritten-seeds``);
-(median, sha, asha, asha2, asha2-eager, hyperband, topk)  the study file with only its sampler/pruner replaced (see
+(median, sha, asha, asha2, asha2-eager, asha2-upper, hyperband, topk)  the study file with only its sampler/pruner replaced (see
                ``VARIANTS``): the candidates the shipped default is chosen from. ``asha``/``asha2``: hpsearch's
                promotion-based successive halving with one rung (half an epoch) or two (0.5 and 1.5 epochs);
                ``asha2-eager``: two rungs, and a rung's best so far goes on before η configurations reach it;
+               ``asha2-upper``: the same at the second rung only;
 (syne-asha, syne-bohb, ray-asha, ray-user)  the tools a user would pick instead, Syne Tune and Ray Tune
                (``peers.py``; ``pip install -e '.[bench]'``): the same space, data, training function, eval
                points and rungs as (default), only the search policy differs; ray-user trains with the
@@ -92,6 +93,11 @@ VARIANTS: dict[str, dict[str, dict[str, str]]] = {
     "asha2-eager": {"sampler": {"name": '"tpe"', "n_startup_trials": "4", "multivariate": "true", "group": "true"},
                     "pruner": {"name": '"asha"', "min_resource": "1", "reduction_factor": "3", "n_rungs": "2",
                                "eager": "true"}},
+    # eager above the first rung only: the first complete trial is still the best of three at half an epoch, and
+    # a later promotion is checked again at 1.5 epochs, where it goes on at once only if it leads that rung
+    "asha2-upper": {"sampler": {"name": '"tpe"', "n_startup_trials": "4", "multivariate": "true", "group": "true"},
+                    "pruner": {"name": '"asha"', "min_resource": "1", "reduction_factor": "3", "n_rungs": "2",
+                               "eager": '"upper"'}},
     "hyperband": {"sampler": {"name": '"tpe"', "n_startup_trials": "5"},
                   "pruner": {"name": '"hyperband"', "min_resource": "1", "reduction_factor": "3"}},
     # the multi-fidelity literature's baseline: random configurations, only the top quarter after one epoch go on

@@ -8,7 +8,8 @@ before the last eval point; step k is k · ``eval_every`` epochs, so a rung may 
 saved and its trial ends PRUNED, with user attribute ``paused_at_step``. Before a worker starts a new
 configuration it looks for a **promotion**, highest rung first: a paused trial whose val Top-1 at its rung is
 among the top ``⌊n/η⌋`` of the ``n`` configurations that reached that rung (``eager = true``: at least the
-rung's best so far, so the first configuration never waits for η others). A promoted trial goes on in a new
+rung's best so far, so the first configuration never waits for η others; ``"upper"``: so at every rung but the
+first). A promoted trial goes on in a new
 trial with the same parameters (user attribute ``promoted_from``) that resumes from the paused trial's
 checkpoint, with its learning curve, and trains to the next rung or to the end. So (not eager) a study's first
 complete trial is the best of the first η configurations' first rung, not whatever the sampler drew first.

@@ -37,12 +37,16 @@ class Rungs:
 
     steps: tuple[int, ...]  # rung eval points, increasing, all before the last one
     eta: int  # only the top 1/eta of a rung is promoted
-    eager: bool = False  # a rung's best goes on even before eta configurations reached it
+    # a rung's best so far goes on even before eta configurations reached it: at every rung (True), or at every
+    # rung but the first ("upper": those that reach a higher rung were already chosen), or at none (False)
+    eager: bool | str = False
 
-    def top(self, n: int) -> int:
-        """How many of the ``n`` configurations at a rung may be promoted: ASHA's ``⌊n/η⌋``; eager, at least one
-        (the rung's best so far, as Syne Tune's and Ray Tune's stopping ASHA let their first trial go on)."""
-        return max(1, n // self.eta) if self.eager else n // self.eta
+    def top(self, n: int, rung: int = 0) -> int:
+        """How many of the ``n`` configurations at the ``rung``-th rung (0: the first) may be promoted: ASHA's
+        ``⌊n/η⌋``; where eager, at least one (the rung's best so far, as Syne Tune's and Ray Tune's stopping ASHA
+        let their first trial go on)."""
+        eager = self.eager is True or (self.eager == "upper" and rung > 0)
+        return max(1, n // self.eta) if eager else n // self.eta
 
     def next_after(self, step: int) -> int | None:
         """The rung a trial that has passed eval point ``step`` pauses at next (None: it trains to the end)."""
@@ -221,12 +225,12 @@ def _paused(trials: list[FrozenTrial]) -> list[FrozenTrial]:
 
 def promotable(trials: list[FrozenTrial], r: Rungs) -> FrozenTrial | None:
     """The paused trial to promote now (ASHA's rule: a paused trial whose configuration ranks among the top
-    ``⌊n/η⌋`` of the ``n`` that reached its rung, at least the best one when eager; highest rung first), or None:
+    ``⌊n/η⌋`` of the ``n`` that reached its rung, at least the best one where eager; highest rung first), or None:
     start a new configuration."""
     parent, gone, curves = lineage.parents(trials), lineage.promoted_numbers(trials), lineage.curves(trials)
-    for step in reversed(r.steps):
+    for k, step in reversed(list(enumerate(r.steps))):
         ranked = _ranked(curves, step)
-        top = set(ranked[: r.top(len(ranked))])
+        top = set(ranked[: r.top(len(ranked), k)])
         candidates = [t for t in _paused(trials) if t.user_attrs[PAUSED_AT] == step and t.number not in gone
                       and lineage.root(parent, t.number) in top]
         if candidates:
@@ -237,10 +241,10 @@ def promotable(trials: list[FrozenTrial], r: Rungs) -> FrozenTrial | None:
 def paused_to_keep(trials: list[FrozenTrial], r: Rungs, n_trials: int) -> set[int]:
     """Paused trials whose checkpoint must stay: promoted to a trial (or its retries) that has not saved a
     checkpoint of its own yet, or not promoted and still able to be: at most ``n_trials`` configurations ever
-    reach a rung, so one with ``⌊n_trials/η⌋`` others (eager: at least one) ranked above it there never enters the
+    reach a rung, so one with ``⌊n_trials/η⌋`` others (where eager: at least one) ranked above it there never enters the
     top. Hence at most that many paused checkpoints per rung, whatever the study's length."""
     parent, promoted, curves = lineage.parents(trials), lineage.promoted_numbers(trials), lineage.curves(trials)
-    top = {step: set(_ranked(curves, step)[: r.top(n_trials)]) for step in r.steps}
+    top = {step: set(_ranked(curves, step)[: r.top(n_trials, k)]) for k, step in enumerate(r.steps)}
     keep = {t.number for t in _paused(trials)
             if t.number in promoted or lineage.root(parent, t.number) in top.get(t.user_attrs[PAUSED_AT], ())}
     return keep - lineage.covered(trials)
@@ -258,7 +262,8 @@ def checkpoints_to_keep(trials: list[FrozenTrial], rules: Rules) -> set[int]:
 def checkpoint_bound(rules: Rules, workers: int, keep_best: int) -> int:
     """The most checkpoints a study keeps on disk once retention has run (failed trials awaiting their retry
     aside): one per running trial, the ``keep_best`` completed ones, and :func:`paused_to_keep`'s per rung."""
-    paused = len(rules.rungs.steps) * rules.rungs.top(rules.n_trials) if rules.rungs is not None else 0
+    r = rules.rungs
+    paused = sum(r.top(rules.n_trials, k) for k in range(len(r.steps))) if r is not None else 0
     return workers + keep_best + paused
 
 

@@ -124,7 +124,7 @@ PRUNER_OPTIONS: dict[str, dict[str, tuple]] = {
                   "reduction_factor": (int, 2, None)},
     # promotion-based successive halving (hpsearch.search.asha): min_resource is the first rung's eval point
     "asha": {"min_resource": (int, 1, None), "reduction_factor": (int, 2, None), "n_rungs": (int, 1, None),
-             "eager": (bool,)},
+             "eager": ((bool, str), (True, False, "upper"))},
     "patient": {"patience": (int, 0, None), "min_delta": (float, 0.0, None),
                 "wrapped": (str, ("median", "percentile", "none")), **_STEPS, "percentile": (float, 0.0, 100.0)},
     "none": {},

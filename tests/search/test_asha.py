@@ -17,6 +17,7 @@ from services import service_url, unique
 
 from hpsearch.data import load_dataset
 from hpsearch.data.fidelity import apply_fidelity
+from hpsearch.errors import SpecError
 from hpsearch.runtime.worker import WorkerOptions, run
 from hpsearch.search.scheduler import (
     Rules,
@@ -109,6 +110,23 @@ def test_eager_rungs_promote_the_best_so_far_before_eta_configurations_reach_the
     assert checkpoint_bound(Rules(2, rungs=eager), workers=1, keep_best=1) == 1 + 1 + 2
 
 
+def test_eager_upper_rungs_wait_at_the_first_rung_only():
+    """``eager = "upper"``: the first rung promotes ASHA's ⌊n/η⌋; a higher rung, whose configurations were chosen
+    at the first already, lets its best so far go on at once."""
+    upper = Rungs(steps=(2, 6), eta=3, eager="upper")
+    study = optuna.create_study(direction="maximize")
+    a = _add(study, [40, 50], paused=2)
+    assert promotable(study.trials, upper) is None, "one at the first rung: it waits"
+    _add(study, [40, 45], paused=2)
+    _add(study, [40, 30], paused=2)
+    assert promotable(study.trials, upper).number == a, "three at the first rung: the best goes on"
+    b = _add(study, [40, 50, 60, 70, 72, 74], paused=6, promoted_from=a, x=a)
+    assert promotable(study.trials, upper).number == b, "alone at the second rung: it goes on at once"
+    assert promotable(study.trials, RUNGS) is None, "plain asha: it waits for two others"
+    assert paused_to_keep(study.trials, upper, n_trials=2) == {b}
+    assert checkpoint_bound(Rules(2, rungs=upper), workers=1, keep_best=1) == 1 + 1 + 0 + 1
+
+
 def test_a_configuration_counts_once_and_duplicate_promotions_are_found():
     study = optuna.create_study(direction="maximize")
     p = _add(study, [40, 70], paused=2)
@@ -158,6 +176,11 @@ def test_rungs_from_the_spec(tmp_path):
     spec = load_spec(write_study(tmp_path / "e.toml", train={"max_epochs": 6, "eval_every": 0.5},
                                  pruner={"name": "asha", "min_resource": 1, "n_rungs": 2, "eager": True}))
     assert rungs(spec) == Rungs((1, 3), 3, eager=True)
+    spec = load_spec(write_study(tmp_path / "u.toml", train={"max_epochs": 6, "eval_every": 0.5},
+                                 pruner={"name": "asha", "n_rungs": 2, "eager": "upper"}))
+    assert rungs(spec) == Rungs((1, 3), 3, eager="upper")
+    with pytest.raises(SpecError, match="eager"):
+        load_spec(write_study(tmp_path / "w.toml", pruner={"name": "asha", "eager": "lower"}))
     spec = load_spec(write_study(tmp_path / "s.toml", train={"max_epochs": 9, "eval_every": 1},
                                  pruner={"name": "asha", "min_resource": 2, "reduction_factor": 2, "n_rungs": 2}))
     assert rungs(spec).steps == (2, 4) and rungs(spec).next_after(2) == 4 and rungs(spec).next_after(4) is None
