@@ -7,8 +7,9 @@ Only the search policy differs from the hpsearch arms: the same search space (re
 study file), the same data and validation split (``hpsearch.load_dataset`` with the study's seed), the same
 training function (``hpsearch.fit`` on the device-resident data, with the trial's ``train_config`` and model,
 seeded ``study seed + trial index`` as hpsearch seeds its trials), the same eval points (every ``eval_every``
-epochs of the study: half an epoch for the shipped study) and the same rungs: successive halving with the first
-rung at eval point 1 and reduction factor 3, up to ``max_epochs``:
+epochs of the study: half an epoch for the shipped study) and rungs at the same eval points: successive halving
+with the first rung at eval point 1 and reduction factor 3, up to ``max_epochs`` (1, 3 and 9 of 12; the shipped
+study pauses at 1 and 3 and trains the survivors of 3 to the end):
 
 (syne-asha)  Syne Tune's ``ASHA`` (random configurations); its scheduler is driven in this process: each eval
              point goes to ``on_trial_result``, which answers continue or stop. Syne Tune 0.16 (the version this

@@ -16,15 +16,16 @@ the same wall-clock budget and the same ``--seed``:
 (handwritten)  ``handwritten_baseline.py``: plain Optuna TPE + MedianPruner, per-epoch reports, torchvision
                DataLoader with PIL transforms, the space of studies/fashion_mnist.toml, the same model code
                (one seed is enough: ``--handwritten-seeds``);
-(median, sha, asha, asha2, asha2-eager, asha2-upper, hyperband, topk)  the study file with only its sampler/pruner replaced (see
-               ``VARIANTS``): the candidates the shipped default is chosen from. ``asha``/``asha2``: hpsearch's
-               promotion-based successive halving with one rung (half an epoch) or two (0.5 and 1.5 epochs);
-               ``asha2-eager``: two rungs, and a rung's best so far goes on before η configurations reach it;
-               ``asha2-upper``: the same at the second rung only;
+(median, sha, asha, asha2, asha2-eager, asha2-upper, hyperband, topk)  the study file with only its
+               sampler/pruner replaced (see ``VARIANTS``): the candidates the shipped default is chosen from.
+               ``asha``/``asha2``: hpsearch's promotion-based successive halving with one rung (half an epoch)
+               or two (0.5 and 1.5 epochs); ``asha2-eager``: two rungs, and a rung's best so far goes on before
+               η configurations reach it; ``asha2-upper`` (shipped): the same at the second rung only;
 (syne-asha, syne-bohb, ray-asha, ray-user)  the tools a user would pick instead, Syne Tune and Ray Tune
-               (``peers.py``; ``pip install -e '.[bench]'``): the same space, data, training function, eval
-               points and rungs as (default), only the search policy differs; ray-user trains with the
-               hand-written script's DataLoader loop instead. Each counts its own start-up (``startup_s``).
+               (``peers.py``; ``pip install -e '.[bench]'``): the same space, data, training function and eval
+               points as (default), and its rungs (eval points 1 and 3; the peers' stopping ASHA also has 9);
+               only the search policy differs; ray-user trains with the hand-written script's DataLoader loop
+               instead. Each counts its own start-up (``startup_s``).
 
 Arms run one after another by default, interleaved by seed: all arms of seed 0, then of seed 1, ... On a
 machine that other work shares, ``--side-by-side N`` runs N arms of a seed at once with the cores split evenly
