@@ -54,7 +54,7 @@ STEP_TOL = {
     ("lenet", "sgd"): 4e-5,  # measured 3.4e-6 (the weights' float32 rounding, relative to a 2-step move)
     ("lenet", "adamw"): 1.5e-4,  # measured 1.3e-5
     ("vgg", "sgd"): 2e-3,  # measured 1.8e-4 (the momentum buffer)
-    ("vgg", "adamw"): 6e-5,  # measured 6.3e-6 (exp_avg)
+    ("vgg", "adamw"): 2e-2,  # measured 6.3e-6 (exp_avg) on an AMD EPYC, 1.9e-3 on an Intel Xeon
     ("resnet", "sgd"): 9e-2,  # measured 8.9e-3 (the momentum buffer)
     ("resnet", "adamw"): 0.25,  # measured 2.7e-2 (exp_avg)
     ("alexnet", "sgd"): 3e-3,  # measured 2.6e-4 (the momentum buffer)
@@ -69,7 +69,8 @@ CURVE_TOL = {
     ("lenet", "adamw"): (4e-5, 0.625),  # measured 3.7e-6, identical accuracies
     ("vgg", "adamw"): (1e-3, 1.25),  # measured 8.2e-5, 0.625
     ("airbench", "sgd"): (2e-6, 0.625),  # measured 1.9e-7, identical accuracies
-    ("resnet", "adamw"): (4e-2, 4.375),  # measured 3.9e-3, 2.5 (3.6e-3, 3.75 at two threads)
+    # measured 3.9e-3, 2.5 (3.6e-3, 3.75 at two threads) on an AMD EPYC; 5.0 points on an Intel Xeon
+    ("resnet", "adamw"): (4e-2, 6.875),
 }
 
 
