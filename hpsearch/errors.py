@@ -38,3 +38,18 @@ def first_line(e: BaseException, default: str = "") -> str:
     error report shows of a driver's or library's multi-line message."""
     text = str(e).strip()
     return text.splitlines()[0] if text else default
+
+
+def toml_literal(v: object) -> str:
+    """``v`` as a study file spells it: ``true``/``false`` and ``"text"``, so that a message about a TOML value
+    names it in TOML, not as Python's ``True`` and ``'text'``."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(v)
+
+
+def not_one_of(name: str, value: object, allowed: object) -> str:
+    """The one-line reason a value is not among the allowed ones: ``\\`name\\` is "x", but must be one of "a", "b"``."""
+    return f"`{name}` is {toml_literal(value)}, but must be one of {', '.join(map(toml_literal, allowed))}"

@@ -16,6 +16,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from hpsearch.errors import not_one_of, toml_literal
+
 Kind = Literal["int", "float", "str"]
 Role = Literal["model", "train", "fidelity"]
 PY_TYPES: dict[str, type] = {"int": int, "float": float, "str": str}
@@ -43,9 +45,10 @@ class Param:
         """Returns why ``value`` is not allowed for parameter ``name``, or None when it is."""
         if self.kind == "str":
             if not isinstance(value, str):
-                return f"`{name}` is {value!r}, but must be a string, one of {list(self.choices or ())}"
+                allowed = ", ".join(map(toml_literal, self.choices or ()))
+                return f"`{name}` is {toml_literal(value)}, but must be a string, one of {allowed}"
             if self.choices is not None and value not in self.choices:
-                return f"`{name}` is {value!r}, but must be one of {list(self.choices)}"
+                return not_one_of(name, value, self.choices)
             return None
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"`{name}` is {value!r}, but must be a number ({self.kind})"
@@ -54,7 +57,7 @@ class Param:
         if isinstance(value, float) and not math.isfinite(value):  # (math.isfinite of a huge int overflows)
             return f"`{name}` is {value!r}, but must be finite"
         if self.choices is not None and value not in self.choices:
-            return f"`{name}` is {value!r}, but must be one of {list(self.choices)}"
+            return not_one_of(name, value, self.choices)
         if self.low is not None and value < self.low:
             return f"`{name}` is {value!r}, but must be ≥ {self.low}"
         if self.high is not None and value > self.high:

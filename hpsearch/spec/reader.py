@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from hpsearch.errors import SpecError
+from hpsearch.errors import SpecError, not_one_of
 from hpsearch.models import get_model_entry, is_external, is_known_model, list_models
 from hpsearch.params import Param
 from hpsearch.spec.schema import (
@@ -76,7 +76,7 @@ class _Table:
     def choice(self, k: str, allowed: tuple[str, ...], default: str) -> str:
         v = self.get(k, str, default)
         if v not in allowed:
-            raise SpecError(f"`{self.key(k)}` is {v!r}, but must be one of {list(allowed)}")
+            raise SpecError(not_one_of(self.key(k), v, allowed))
         return v
 
     def done(self) -> None:
@@ -139,7 +139,7 @@ def _options(t: _Table, schema: dict[str, tuple]) -> dict[str, Any]:
         v = t.get(k, (int, float)) if typ is float else t.get(k, typ)
         if rest and isinstance(rest[0], tuple):
             if v not in rest[0]:
-                raise SpecError(f"`{t.key(k)}` is {v!r}, but must be one of {list(rest[0])}")
+                raise SpecError(not_one_of(t.key(k), v, rest[0]))
         elif rest:
             low, high = rest
             if low is not None and v < low:
