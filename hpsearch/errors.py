@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 
 class HpsearchError(Exception):
     """A problem the user can act on; printed as one line, never with a traceback."""
@@ -45,8 +47,8 @@ def toml_literal(v: object) -> str:
     names it in TOML, not as Python's ``True`` and ``'text'``."""
     if isinstance(v, bool):
         return "true" if v else "false"
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, str):  # a TOML basic string: JSON's escapes keep a newline or control character on one line
+        return json.dumps(v, ensure_ascii=False)
     return repr(v)
 
 

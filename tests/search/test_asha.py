@@ -182,6 +182,9 @@ def test_rungs_from_the_spec(tmp_path):
     with pytest.raises(SpecError) as e:  # named as the study file spells them, not as Python's True and 'lower'
         load_spec(write_study(tmp_path / "w.toml", pruner={"name": "asha", "eager": "lower"}))
     assert str(e.value) == '`pruner.eager` is "lower", but must be one of true, false, "upper"'
+    with pytest.raises(SpecError) as e:  # a control character stays escaped: the error is one line
+        load_spec(write_study(tmp_path / "n.toml", pruner={"name": "asha", "eager": "up\nper"}))
+    assert str(e.value) == '`pruner.eager` is "up\\nper", but must be one of true, false, "upper"'
     spec = load_spec(write_study(tmp_path / "s.toml", train={"max_epochs": 9, "eval_every": 1},
                                  pruner={"name": "asha", "min_resource": 2, "reduction_factor": 2, "n_rungs": 2}))
     assert rungs(spec).steps == (2, 4) and rungs(spec).next_after(2) == 4 and rungs(spec).next_after(4) is None
