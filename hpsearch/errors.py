@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
 
 class HpsearchError(Exception):
@@ -52,6 +53,11 @@ def toml_literal(v: object) -> str:
     return repr(v)
 
 
-def not_one_of(name: str, value: object, allowed: object) -> str:
+def one_of(allowed: Iterable[object]) -> str:
+    """``one of "a", "b"``: the allowed values as a study file spells them."""
+    return "one of " + ", ".join(map(toml_literal, allowed))
+
+
+def not_one_of(name: str, value: object, allowed: Iterable[object]) -> str:
     """The one-line reason a value is not among the allowed ones: ``\\`name\\` is "x", but must be one of "a", "b"``."""
-    return f"`{name}` is {toml_literal(value)}, but must be one of {', '.join(map(toml_literal, allowed))}"
+    return f"`{name}` is {toml_literal(value)}, but must be {one_of(allowed)}"

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from hpsearch.errors import not_one_of, toml_literal
+from hpsearch.errors import not_one_of, one_of, toml_literal
 
 Kind = Literal["int", "float", "str"]
 Role = Literal["model", "train", "fidelity"]
@@ -45,8 +45,7 @@ class Param:
         """Returns why ``value`` is not allowed for parameter ``name``, or None when it is."""
         if self.kind == "str":
             if not isinstance(value, str):
-                allowed = ", ".join(map(toml_literal, self.choices or ()))
-                return f"`{name}` is {toml_literal(value)}, but must be a string, one of {allowed}"
+                return f"`{name}` is {toml_literal(value)}, but must be a string, {one_of(self.choices or ())}"
             if self.choices is not None and value not in self.choices:
                 return not_one_of(name, value, self.choices)
             return None
