@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 BENCHMARKS = ["loop_throughput", "imagefolder_cache", "overhead", "report_scale", "storage_scale",
-              "search_value", "gpu_airbench", "transfer"]
+              "search_value", "gpu_airbench", "transfer", "short_schedule"]
 ALONE = ("search_value", "transfer")  # their arms train for a fixed wall budget: they run alone, one after another
 # data that every machine has: the embedded sample and generated images (a named dataset is never swapped)
 # the peer tuners (Syne Tune, Ray Tune) come from the `bench` extra: smoke-tested where it is installed (CI installs
@@ -119,6 +119,12 @@ def test_quick_mode_writes_json(name, quick_runs):
         assert weights["scratch"] == ["random"]
         assert [w.split(":")[0] for w in weights["pretrained"]] == ["file"], "the converted Lite0 weights"
         assert 'pretrained = true' in data["rows"][0]["study"] and "timm:efficientnet_lite0" in data["rows"][0]["study"]
+    if name == "short_schedule":  # the control at the study's epochs and the short schedule, each trained to its end
+        assert [(r["arm"], r["epochs"], r["epochs_completed"], r["state"]) for r in data["runs"]] == [
+            ("quick", 2, 2, "COMPLETE"), ("quick", 1, 1, "COMPLETE")]
+        assert data["dataset"] == "fashion-mnist-sample" and data["threads_per_job"] == 1 and data["commit"]
+        full, short = data["runs"]
+        assert full["value"] > short["value"] > 40 and short["train_s"] > 0, "trained (chance is 10%), less when shorter"
     if name == "storage_scale":  # retries are counted beside errors, and each worker's log is kept
         cells = [c for c in data["cells"] if "reports" in c]
         assert cells and all(c["retries"] >= 0 and c["lock_events"] >= 0 for c in cells)
@@ -175,3 +181,32 @@ def test_loop_throughput_refuses_an_absent_dataset(tmp_path):
     assert "--dataset fashion-mnist-sample" in lines[0]
     assert not (tmp_path / "results" / "loop_throughput.json").exists()
     assert not (tmp_path / "home" / ".cache").exists()  # no torchvision download was tried
+
+
+def test_short_schedule_retrains_the_configuration_it_names_at_the_epochs_it_names(tmp_path):
+    """short_schedule's study: the source trial's configuration enqueued (architecture parameters included), the
+    schedule shortened, no search around it; the split's seed and the data stay the study's."""
+    spec = importlib.util.spec_from_file_location("short_schedule", ROOT / "benchmarks" / "short_schedule.py")
+    short = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        spec.loader.exec_module(short)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    shipped_text = (ROOT / "studies" / "fashion_mnist.toml").read_text()
+    params = {"arch": "resnet", "lr": 0.0631, "batch_size": 256, "weight_decay": 1.9e-05, "label_smoothing": 0.1,
+              "aug_strength": 0.12, "resnet.width": 12}
+    path = tmp_path / "s.toml"
+    path.write_text(short.study_text(shipped_text + '\n[[enqueue]]\narch = "vgg"\n', params, 3))
+    got, shipped = load_spec(path), load_spec(ROOT / "studies" / "fashion_mnist.toml")
+    assert got.enqueue == (params,), "only the source configuration, the study's own warm start dropped"
+    assert got.train.max_epochs == 3 and (got.sampler.name, got.pruner.name) == ("random", "none")
+    assert got.data == shipped.data and got.study.seed == shipped.study.seed and got.space == shipped.space
+    source = {"runs": [{"arm": "random", "seed": 100, "trials": [
+        {"number": 0, "state": "COMPLETE", "value": 92.0, "params": params},
+        {"number": 1, "state": "COMPLETE", "value": 93.1, "params": {**params, "lr": 0.1}},
+        {"number": 2, "state": "PRUNED", "value": 95.0, "params": {**params, "lr": 0.2}}]}]}
+    jobs = short.plan(source, 6, [3, 4], {("random", 100)}, None)
+    assert [(j["trial"], j["epochs"], j["params"]["lr"], j["source_value"]) for j in jobs] == [
+        (1, 6, 0.1, 93.1), (1, 3, 0.1, 93.1), (1, 4, 0.1, 93.1)], "the best complete trial, the control first"
+    assert short.plan(source, 6, [3], set(), ["default"]) == []
