@@ -24,7 +24,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import OneLineParser, csv_list, how_run, side_by_side, threads_per_arm, write_result
+from _common import (
+    OneLineParser,
+    csv_list,
+    how_run,
+    positive_int,
+    side_by_side,
+    threads_per_arm,
+    write_result,
+)
 from search_value import STUDY, drop_enqueued, run_study, set_keys
 
 from hpsearch import load_spec
@@ -78,7 +86,8 @@ def plan(source: dict, full: int, epochs: list[int], controls: set[tuple[str, in
 def main() -> None:
     ap = OneLineParser("short_schedule", description=__doc__.splitlines()[0])
     ap.add_argument("source", type=Path, nargs="?", help="a search_value.py result JSON (not with --quick)")
-    ap.add_argument("--epochs", type=csv_list(int), default=[3, 4], help="shorter schedules to try (default 3,4)")
+    ap.add_argument("--epochs", type=csv_list(positive_int, what="of integers ≥ 1"), default=[3, 4],
+                    help="shorter schedules to try (default 3,4)")
     ap.add_argument("--control", action="append", default=[], metavar="ARM:SEED",
                     help="also retrain this pair's best at the study's own epochs (repeatable)")
     ap.add_argument("--arms", type=csv_list(str), default=None, help="only these arms of the source (default: all)")
@@ -99,13 +108,16 @@ def main() -> None:
         if not args.source or not args.source.is_file():
             ap.error(f"source {args.source}: no such file" if args.source else "a search_value.py result JSON "
                      "is needed (or --quick)")
-        source = json.loads(args.source.read_text())
         try:
             controls = {(a, int(s)) for a, s in (c.split(":", 1) for c in args.control)}
         except ValueError:
             ap.error(f"`--control` is {args.control}, but each must be ARM:SEED, as random:100")
         full = load_spec(args.study).train.max_epochs
-        jobs = plan(source, full, list(args.epochs), controls, args.arms)
+        try:
+            source = json.loads(args.source.read_text())
+            jobs = plan(source, full, list(args.epochs), controls, args.arms)
+        except (ValueError, KeyError, TypeError) as e:
+            ap.error(f"source {args.source}: not a search_value.py result JSON ({type(e).__name__}: {e})")
         if not jobs:
             ap.error(f"source {args.source}: no complete trial of the arms asked for")
     threads = threads_per_arm(2)

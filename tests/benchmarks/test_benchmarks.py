@@ -210,3 +210,10 @@ def test_short_schedule_retrains_the_configuration_it_names_at_the_epochs_it_nam
     assert [(j["trial"], j["epochs"], j["params"]["lr"], j["source_value"]) for j in jobs] == [
         (1, 6, 0.1, 93.1), (1, 3, 0.1, 93.1), (1, 4, 0.1, 93.1)], "the best complete trial, the control first"
     assert short.plan(source, 6, [3], set(), ["default"]) == []
+
+
+def test_short_schedule_refuses_a_file_that_is_not_a_search_value_result(tmp_path):
+    (tmp_path / "other.json").write_text('{"benchmark": "transfer", "rows": []}')
+    r = run_benchmark("short_schedule", [str(tmp_path / "other.json")], tmp_path)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"short_schedule: source {tmp_path / 'other.json'}: not a search_value.py result JSON (KeyError: 'runs')"]
