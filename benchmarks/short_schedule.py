@@ -36,6 +36,7 @@ from _common import (
 from search_value import STUDY, drop_enqueued, run_study, set_keys
 
 from hpsearch import load_spec
+from hpsearch.errors import toml_literal
 
 BUDGET_S = 3600.0  # a ceiling per job, not a budget: every job is one training
 # --quick: a configuration of the shipped space that trains in seconds on the embedded sample
@@ -56,10 +57,10 @@ def best_trials(source: dict) -> list[tuple[str, int, dict]]:
 def enqueue_table(params: dict) -> str:
     """``[[enqueue]]`` for a trial's params (``arch.key`` params go into the architecture's inline table)."""
     arch = params["arch"]
-    lines = ["[[enqueue]]", *(f"{k} = {json.dumps(v)}" for k, v in params.items() if "." not in k)]
+    lines = ["[[enqueue]]", *(f"{k} = {toml_literal(v)}" for k, v in params.items() if "." not in k)]
     sub = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith(arch + ".")}
     if sub:
-        lines.append(f"{arch} = {{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in sub.items()) + " }")
+        lines.append(f"{arch} = {{ " + ", ".join(f"{k} = {toml_literal(v)}" for k, v in sub.items()) + " }")
     return "\n".join(lines) + "\n"
 
 

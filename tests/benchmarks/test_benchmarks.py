@@ -39,6 +39,16 @@ QUICK_ARGS = {"loop_throughput": ["--dataset", "fashion-mnist-sample,synthetic-c
               "transfer": ["--arms", ",".join(TRANSFER_ARMS), "--side-by-side", "2"]}
 
 
+def load_benchmark(name: str):
+    """A benchmark script as a module (its folder on the path, for its ``_common`` and sibling imports)."""
+    if str(ROOT / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_benchmark(name: str, args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     env = os.environ | {"HPSEARCH_BENCH_RESULTS": str(tmp_path / "results")} | env
     return subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), *args], capture_output=True,
@@ -152,9 +162,7 @@ def test_search_value_refuses_an_arm_the_peer_tools_no_longer_have(tmp_path):
 
 def test_search_value_arms_start_cold_and_differ_only_in_sampler_and_pruner(tmp_path):
     """search_value removes a study file's warm start; a variant replaces only [sampler] and [pruner]."""
-    spec = importlib.util.spec_from_file_location("search_value", ROOT / "benchmarks" / "search_value.py")
-    search_value = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(search_value)
+    search_value = load_benchmark("search_value")
     warm = tmp_path / "warm.toml"
     warm.write_text((ROOT / "studies" / "fashion_mnist.toml").read_text() + '\n[[enqueue]]\narch = "vgg"\nlr = 0.05\n'
                     'batch_size = 128\nvgg = { stages = 3, width = 16 }\n\n[[enqueue]]\narch = "resnet"\n')
@@ -186,13 +194,7 @@ def test_loop_throughput_refuses_an_absent_dataset(tmp_path):
 def test_short_schedule_retrains_the_configuration_it_names_at_the_epochs_it_names(tmp_path):
     """short_schedule's study: the source trial's configuration enqueued (architecture parameters included), the
     schedule shortened, no search around it; the split's seed and the data stay the study's."""
-    spec = importlib.util.spec_from_file_location("short_schedule", ROOT / "benchmarks" / "short_schedule.py")
-    short = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        spec.loader.exec_module(short)
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    short = load_benchmark("short_schedule")
     shipped_text = (ROOT / "studies" / "fashion_mnist.toml").read_text()
     params = {"arch": "resnet", "lr": 0.0631, "batch_size": 256, "weight_decay": 1.9e-05, "label_smoothing": 0.1,
               "aug_strength": 0.12, "resnet.width": 12}
